@@ -1,0 +1,53 @@
+"""Multimodal consensus coding, MC3 eqs. 2-3 (SPEC Sec. 3 and 8.4).
+
+Per sample, every non-anchor modality's cosine similarity with the anchor is mapped
+to [0, 1] and reshaped by K_i(x) = ((x + 1) / 2)^alpha_i; the bottleneck (minimum)
+mapped back by K^-1(y) = 2y - 1 is the consensus c, a detached target that every
+pair is pulled (or pushed) to.
+"""
+
+from __future__ import annotations
+
+from typing import Mapping
+
+import torch
+import torch.nn.functional as F
+
+
+def consensus_scores(sims: Mapping[str, torch.Tensor], alphas: Mapping[str, float]) -> torch.Tensor:
+    """c = K^-1(min_i K_i(s_i)) = 2 * min_i ((s_i + 1) / 2)^alpha_i - 1, MC3 eq. 2.
+
+    sims: non-anchor modality name -> [B] cosine similarity with the anchor;
+    alphas: modality name -> alpha_i. Returns c [B] (not detached: the loss detaches).
+    """
+    if not sims:
+        raise ValueError("consensus_scores: need at least one non-anchor modality in `sims`")
+    missing = sorted(set(sims) - set(alphas))
+    if missing:
+        raise ValueError(f"consensus_scores: no alpha for modality {missing[0]!r} (alphas has {sorted(alphas)})")
+    # (s + 1) / 2 can leave [0, 1] by rounding when |s| = 1; a fractional power of a
+    # negative number is NaN, so clamp before scaling.
+    scaled = [((s + 1) / 2).clamp(0.0, 1.0).pow(alphas[name]) for name, s in sims.items()]  # each [B]
+    bottleneck = torch.stack(scaled).amin(dim=0)  # [B]
+    return 2 * bottleneck - 1
+
+
+def consensus_loss(
+    embeddings: Mapping[str, torch.Tensor], anchor: str, alphas: Mapping[str, float]
+) -> torch.Tensor:
+    """L_consensus, MC3 eq. 3: mean over samples of sum_{i != anchor} |s_i - c|.
+
+    embeddings: modality name -> [B, D] (L2-normalised here); s_i = e_i . e_anchor [B];
+    c = consensus_scores(...) is DETACHED (SPEC 8.4): only the pairs move toward it.
+    """
+    if anchor not in embeddings:
+        raise ValueError(f"consensus_loss: anchor {anchor!r} not among the modalities {sorted(embeddings)}")
+    e_anchor = F.normalize(embeddings[anchor], dim=-1)  # [B, D]
+    sims = {
+        name: (F.normalize(e, dim=-1) * e_anchor).sum(dim=-1)  # [B]
+        for name, e in embeddings.items()
+        if name != anchor
+    }
+    target = consensus_scores(sims, alphas).detach()  # [B]
+    gaps = torch.stack([(s - target).abs() for s in sims.values()])  # [n_modalities - 1, B]
+    return gaps.sum(dim=0).mean()

@@ -1,0 +1,246 @@
+"""Each recipe's total loss, composed from the pure losses (a recipe is a config, not a subclass).
+
+    cmcm    L = sum_pairs L_MMS + alpha * sum_pairs (L_CMCM(a,b) + L_CMCM(b,a)) / 2 (+ commitment)   CMCM eq. 8
+    mc3     L = sum_ordered_pairs InfoNCE [+ w * L_consensus in the refine stage]                    MC3 eq. 4
+    mc3_vq  mc3 + alpha * CMCM over every modality pair (+ commitment), the shared codebook variant
+    mcn     L = sum_pairs L_MMS + w_c * mean_m L_cluster,m + w_r * sum_m L_reconstruct,m             MCN eq. 1
+    mmv     L = lambda_va NCE(v, a) + lambda_vt MIL-NCE(v, t)                                         MMV eq. 1
+
+`outputs` is the model's output already gathered over ranks (global batch B; see
+`mmdist.dist` for why every rank computes the global loss). Missing modalities
+follow MMV Sec. 3.1: a pairwise term uses only the clips where both modalities are
+present (rows and candidate columns), and because each term is a mean over its valid
+clips, those clips are up-weighted so the term keeps its total weight; a term without
+any valid clip contributes 0. Per-sample terms that need every modality (consensus)
+use the clips where all are present; per-modality terms (cluster, reconstruction)
+use the clips where that modality is present.
+"""
+
+from __future__ import annotations
+
+from itertools import combinations, permutations
+from typing import Mapping
+
+import torch
+
+from mmdist.objectives.clustering import OnlineKMeans, cluster_loss, reconstruction_loss
+from mmdist.objectives.code_matching import cmcm_loss
+from mmdist.objectives.consensus import consensus_loss
+from mmdist.objectives.contrastive import info_nce, mil_nce, mms_loss
+
+MODALITIES = ("video", "audio", "text")
+_MC3_KEYS = {"temperature", "anchor", "consensus_alphas", "consensus_weight", "align_steps"}
+RECIPE_KEYS: dict[str, set[str]] = {
+    "cmcm": {"mms_margin", "cmcm_alpha"},
+    "mc3": _MC3_KEYS,
+    "mc3_vq": _MC3_KEYS | {"cmcm_alpha"},
+    "mcn": {"mms_margin", "cluster_margin", "cluster_weight", "reconstruct_weight", "kmeans"},
+    "mmv": {"temperature", "lambda_va", "lambda_vt"},
+}
+KMEANS_KEYS = {"num_clusters", "queue_batches", "refit_every", "iters"}
+
+
+def validate_recipe(recipe: Mapping) -> None:
+    """Raise ValueError naming the first unknown, missing or inconsistent `recipe.*` key."""
+    name = recipe.get("name")
+    if name not in RECIPE_KEYS:
+        raise ValueError(f"recipe.name must be one of {sorted(RECIPE_KEYS)}, got {name!r}")
+    expected = RECIPE_KEYS[name] | {"name", "modalities"}
+    for key in recipe:
+        if key not in expected:
+            raise ValueError(f"recipe.{key}: unknown key for recipe {name!r} (expected {sorted(expected)})")
+    for key in sorted(expected):
+        if key not in recipe:
+            raise ValueError(f"recipe.{key}: missing for recipe {name!r}")
+    modalities = list(recipe["modalities"])
+    if len(modalities) < 2 or len(set(modalities)) != len(modalities) or not set(modalities) <= set(MODALITIES):
+        raise ValueError(f"recipe.modalities: need 2-3 distinct names from {MODALITIES}, got {modalities}")
+    if name in ("mc3", "mc3_vq"):
+        if recipe["anchor"] not in modalities:
+            raise ValueError(f"recipe.anchor: {recipe['anchor']!r} is not in recipe.modalities {modalities}")
+        others = {m for m in modalities if m != recipe["anchor"]}
+        if set(recipe["consensus_alphas"]) != others:
+            raise ValueError(f"recipe.consensus_alphas: need exactly the non-anchor modalities {sorted(others)}, "
+                             f"got {sorted(recipe['consensus_alphas'])}")
+    if name == "mcn":
+        kmeans = recipe["kmeans"]
+        for key in sorted(set(kmeans) ^ KMEANS_KEYS):
+            state = "unknown" if key in kmeans else "missing"
+            raise ValueError(f"recipe.kmeans.{key}: {state} (expected {sorted(KMEANS_KEYS)})")
+    if name == "mmv" and "video" not in modalities:
+        raise ValueError("recipe.modalities: mmv pairs every modality with video, which is missing")
+
+
+def kmeans_from_recipe(recipe: Mapping, dim: int, seed: int) -> OnlineKMeans | None:
+    """The OnlineKMeans an mcn recipe needs (None for the other recipes)."""
+    validate_recipe(recipe)
+    if recipe["name"] != "mcn":
+        return None
+    return OnlineKMeans(dim=dim, seed=seed, **{key: recipe["kmeans"][key] for key in KMEANS_KEYS})
+
+
+def recipe_loss(
+    recipe: Mapping, outputs: Mapping, step: int, kmeans: OnlineKMeans | None = None
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """Total loss of `recipe` on the gathered `outputs` at training `step`.
+
+    Returns (total, terms): terms maps each term's UNWEIGHTED value (`loss_mms`,
+    `loss_cmcm`, ...) to a float, plus `stage` (0 align, 1 refine) for mc3 recipes;
+    the total itself is not repeated there. See the module docstring for each recipe.
+    """
+    validate_recipe(recipe)
+    batch = _Batch(outputs, list(recipe["modalities"]), needs_embeddings=recipe["name"] != "mmv")
+    compose = {"cmcm": _cmcm, "mc3": _mc3, "mc3_vq": _mc3, "mcn": _mcn, "mmv": _mmv}[recipe["name"]]
+    total, terms = compose(recipe, batch, step, kmeans)
+    report = {key: float(value.detach()) if torch.is_tensor(value) else float(value) for key, value in terms.items()}
+    return total, report
+
+
+class _Batch:
+    """Read access to the gathered outputs, with the valid-clip masks of MMV Sec. 3.1."""
+
+    def __init__(self, outputs: Mapping, modalities: list[str], needs_embeddings: bool):
+        self.outputs, self.modalities = outputs, modalities
+        for key in ("embeddings", "present") if needs_embeddings else ("present",):
+            for name in modalities:
+                if name not in outputs.get(key, {}):
+                    raise ValueError(f"recipe outputs: outputs[{key!r}] has no {name!r}")
+        if "text" in modalities and "text_candidate_mask" not in outputs:
+            raise ValueError("recipe outputs: 'text_candidate_mask' is required with the text modality")
+
+    def get(self, *path: str):
+        node = self.outputs
+        for i, key in enumerate(path):
+            if key not in node:
+                raise ValueError(f"recipe outputs: missing {'.'.join(path[: i + 1])}")
+            node = node[key]
+        return node
+
+    def embedding(self, name: str) -> torch.Tensor:
+        """[B, D]; for text, the clip's own narration (candidate 0)."""
+        e = self.outputs["embeddings"][name]
+        return e[:, 0] if name == "text" and e.dim() == 3 else e
+
+    def present(self, name: str) -> torch.Tensor:
+        """[B] bool; text counts only when the clip's own narration (candidate 0) is real."""
+        present = self.outputs["present"][name].bool()
+        return present & self.outputs["text_candidate_mask"][:, 0].bool() if name == "text" else present
+
+    def rows(self, *names: str) -> torch.Tensor:
+        """Indices of the clips where every modality in `names` is present: [n]."""
+        valid = torch.stack([self.present(name) for name in names]).all(dim=0)
+        return valid.nonzero().squeeze(1)
+
+    def zero(self) -> torch.Tensor:
+        """0 connected to every output tensor, so a term without valid clips still backpropagates."""
+        return sum(t.sum() * 0.0 for t in _tensors(self.outputs) if t.is_floating_point())
+
+
+def _tensors(node):
+    if isinstance(node, torch.Tensor):
+        yield node
+    elif isinstance(node, Mapping):
+        for value in node.values():
+            yield from _tensors(value)
+    elif isinstance(node, (tuple, list)):
+        for value in node:
+            yield from _tensors(value)
+
+
+def _mms_pairs(recipe, batch: _Batch) -> torch.Tensor:
+    """sum over unordered pairs of L_MMS on dot-product similarities (MCN eq. 2, SPEC 8.1)."""
+    total = batch.zero()
+    for a, b in combinations(batch.modalities, 2):
+        rows = batch.rows(a, b)
+        if rows.numel():
+            sim = batch.embedding(a)[rows] @ batch.embedding(b)[rows].t()  # [n, n]
+            total = total + mms_loss(sim, margin=recipe["mms_margin"])
+    return total
+
+
+def _cmcm_pairs(batch: _Batch) -> torch.Tensor:
+    """sum over unordered pairs of the two CMCM directions averaged (CMCM eq. 7, SPEC 8.2)."""
+    total = batch.zero()
+    for a, b in combinations(batch.modalities, 2):
+        rows = batch.rows(a, b)
+        if rows.numel():
+            p_a, p_b = batch.get("code_probs", a)[rows], batch.get("code_probs", b)[rows]  # [n, V]
+            total = total + 0.5 * (cmcm_loss(p_a, p_b) + cmcm_loss(p_b, p_a))
+    return total
+
+
+def _commitment(batch: _Batch) -> torch.Tensor:
+    return batch.outputs["commitment_loss"] if "commitment_loss" in batch.outputs else batch.zero()
+
+
+def _cmcm(recipe, batch: _Batch, step: int, kmeans) -> tuple[torch.Tensor, dict]:
+    mms, cmcm, commitment = _mms_pairs(recipe, batch), _cmcm_pairs(batch), _commitment(batch)
+    total = mms + recipe["cmcm_alpha"] * cmcm + commitment
+    return total, {"loss_mms": mms, "loss_cmcm": cmcm, "loss_commitment": commitment}
+
+
+def _mc3(recipe, batch: _Batch, step: int, kmeans) -> tuple[torch.Tensor, dict]:
+    contrastive = batch.zero()
+    for a, b in permutations(batch.modalities, 2):  # MC3 eq. 1 over ordered pairs
+        rows = batch.rows(a, b)
+        if rows.numel():
+            contrastive = contrastive + info_nce(
+                batch.embedding(a)[rows], batch.embedding(b)[rows], recipe["temperature"]
+            )
+    refine = step >= recipe["align_steps"]  # Sec. 4.1: align (contrastive only), then refine
+    with torch.set_grad_enabled(refine and torch.is_grad_enabled()):
+        rows = batch.rows(*batch.modalities)
+        consensus = batch.zero()
+        if rows.numel():
+            embeddings = {name: batch.embedding(name)[rows] for name in batch.modalities}
+            consensus = consensus_loss(embeddings, recipe["anchor"], recipe["consensus_alphas"])
+    total = contrastive + (recipe["consensus_weight"] * consensus if refine else 0.0)
+    terms = {"loss_info_nce": contrastive, "loss_consensus": consensus, "stage": float(refine)}
+    if recipe["name"] == "mc3_vq":
+        cmcm, commitment = _cmcm_pairs(batch), _commitment(batch)
+        total = total + recipe["cmcm_alpha"] * cmcm + commitment
+        terms.update(loss_cmcm=cmcm, loss_commitment=commitment)
+    return total, terms
+
+
+def _mcn(recipe, batch: _Batch, step: int, kmeans: OnlineKMeans | None) -> tuple[torch.Tensor, dict]:
+    if kmeans is None:
+        raise ValueError("recipe mcn: recipe_loss needs the OnlineKMeans (see kmeans_from_recipe)")
+    mms = _mms_pairs(recipe, batch)
+    present = torch.stack([batch.present(m) for m in batch.modalities]).to(batch.embedding(batch.modalities[0]).dtype)
+    stacked = torch.stack([batch.embedding(m) for m in batch.modalities])  # [M, B, D]
+    fused = (stacked * present.unsqueeze(2)).sum(0) / present.sum(0).clamp_min(1.0).unsqueeze(1)  # eq. 4, [B, D]
+    targets = kmeans.step(fused.detach(), step)  # [B] or None before the first fit
+    cluster, reconstruct = batch.zero(), batch.zero()
+    for name in batch.modalities:
+        rows = batch.rows(name)
+        if targets is not None and rows.numel():  # eq. 7: mean over the modalities
+            cluster = cluster + cluster_loss(batch.embedding(name)[rows], kmeans.centroids, targets[rows],
+                                             margin=recipe["cluster_margin"]) / len(batch.modalities)
+        if rows.numel():  # eq. 9: sum over the modalities
+            prediction, target = batch.get("reconstruction", name)
+            reconstruct = reconstruct + reconstruction_loss(prediction[rows], target[rows])
+    total = mms + recipe["cluster_weight"] * cluster + recipe["reconstruct_weight"] * reconstruct
+    return total, {"loss_mms": mms, "loss_cluster": cluster, "loss_reconstruct": reconstruct}
+
+
+def _mmv(recipe, batch: _Batch, step: int, kmeans) -> tuple[torch.Tensor, dict]:
+    total, terms = batch.zero(), {}
+    video_present = batch.outputs["present"]["video"].bool()
+    if "audio" in batch.modalities:
+        rows = (video_present & batch.outputs["present"]["audio"].bool()).nonzero().squeeze(1)
+        nce = batch.zero()
+        if rows.numel():  # NCE is MIL-NCE with the one positive (MMV Sec. 3.1)
+            video_va, audio_va = batch.get("fac", "video_va")[rows], batch.get("fac", "audio_va")[rows]
+            nce = mil_nce(video_va, audio_va.unsqueeze(1), recipe["temperature"])
+        total, terms["loss_nce_va"] = total + recipe["lambda_va"] * nce, nce
+    if "text" in batch.modalities:
+        candidates = batch.outputs["text_candidate_mask"].bool()  # [B, P]
+        text_present = batch.outputs["present"]["text"].bool() & candidates.any(dim=1)
+        rows = (video_present & text_present).nonzero().squeeze(1)
+        milnce = batch.zero()
+        if rows.numel():
+            video_vat, text_vat = batch.get("fac", "video_vat")[rows], batch.get("fac", "text_vat")[rows]
+            milnce = mil_nce(video_vat, text_vat, recipe["temperature"], text_mask=candidates[rows])
+        total, terms["loss_milnce_vt"] = total + recipe["lambda_vt"] * milnce, milnce
+    return total, terms

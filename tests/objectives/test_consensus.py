@@ -1,0 +1,83 @@
+"""MC3 consensus, eqs. 2-3: hand-worked scores, loops, the equal-similarity property, detached c."""
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import loop_reference as ref
+from mmdist.objectives import consensus_loss, consensus_scores
+
+ALPHAS = {"video": 0.5, "text": 1.0}
+
+
+def test_consensus_scores_hand_worked():
+    sims = {"video": torch.tensor([0.0, 0.6]), "text": torch.tensor([0.2, -0.2])}
+    # sample 0: K_v(0) = 0.5^0.5 = 0.707, K_t(0.2) = 0.6 -> min 0.6 -> c = 2 * 0.6 - 1 = 0.2
+    # sample 1: K_v(0.6) = 0.8^0.5 = 0.894, K_t(-0.2) = 0.4 -> min 0.4 -> c = -0.2
+    torch.testing.assert_close(consensus_scores(sims, ALPHAS), torch.tensor([0.2, -0.2]))
+    # with video the bottleneck: K_v(-0.9) = 0.05^0.5 = 0.2236 < K_t(0.5) = 0.75
+    c = consensus_scores({"video": torch.tensor([-0.9]), "text": torch.tensor([0.5])}, ALPHAS)
+    assert c.item() == pytest.approx(2 * math.sqrt(0.05) - 1, rel=1e-6)
+
+
+def test_consensus_scores_finite_at_the_ends_of_the_range():
+    sims = {"video": torch.tensor([-1.0000001, 1.0000001]), "text": torch.tensor([0.0, 1.0])}
+    assert torch.isfinite(consensus_scores(sims, ALPHAS)).all()
+
+
+def test_consensus_scores_names_missing_alpha():
+    with pytest.raises(ValueError, match="'audio'"):
+        consensus_scores({"audio": torch.zeros(2)}, ALPHAS)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("anchor", ["audio", "video"])
+def test_consensus_loss_matches_loops(seed, anchor):
+    g = torch.Generator().manual_seed(seed)
+    embeddings = {m: torch.randn(6, 5, generator=g, dtype=torch.float64) for m in ("video", "audio", "text")}
+    alphas = {"video": 0.5, "audio": 0.7, "text": 1.0}
+    got = consensus_loss(embeddings, anchor, {m: a for m, a in alphas.items() if m != anchor})
+    assert got.item() == pytest.approx(ref.consensus(embeddings, anchor, alphas), rel=1e-10)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_consensus_loss_is_zero_when_pair_similarities_agree_and_alpha_is_one(seed):
+    g = torch.Generator().manual_seed(seed)
+    audio = torch.randn(8, 4, generator=g, dtype=torch.float64)
+    video = torch.randn(8, 4, generator=g, dtype=torch.float64)
+    # text is video reflected about the audio direction: same cosine with audio, different vector
+    a = F.normalize(audio, dim=1)
+    v = F.normalize(video, dim=1)
+    text = 2 * (v * a).sum(1, keepdim=True) * a - v
+    embeddings = {"video": video, "audio": audio, "text": 3 * text}
+    ones = {"video": 1.0, "text": 1.0}
+    assert consensus_loss(embeddings, "audio", ones).item() == pytest.approx(0.0, abs=1e-12)
+    # alpha != 1 moves the target off the shared similarity (x^2 < x on (0, 1))
+    assert consensus_loss(embeddings, "audio", {"video": 2.0, "text": 1.0}).item() > 1e-3
+
+
+def test_consensus_target_is_detached():
+    g = torch.Generator().manual_seed(4)
+    inputs = {m: torch.randn(5, 3, generator=g, dtype=torch.float64, requires_grad=True) for m in ("video", "audio", "text")}
+    consensus_loss(inputs, "audio", ALPHAS).backward()
+    got = {m: x.grad.clone() for m, x in inputs.items()}
+
+    # reference: d/de of mean_t sum_i |s_i - c| with c a constant
+    leaves = {m: x.detach().clone().requires_grad_() for m, x in inputs.items()}
+    anchor = F.normalize(leaves["audio"], dim=1)
+    sims = {m: (F.normalize(leaves[m], dim=1) * anchor).sum(1) for m in ("video", "text")}
+    with torch.no_grad():
+        c = 2 * torch.minimum(((sims["video"] + 1) / 2) ** 0.5, (sims["text"] + 1) / 2) - 1
+    ((sims["video"] - c).abs() + (sims["text"] - c).abs()).mean().backward()
+    for m in inputs:
+        torch.testing.assert_close(got[m], leaves[m].grad)
+
+    # and it differs from the gradient with c attached (the test can tell the two apart)
+    attached = {m: x.detach().clone().requires_grad_() for m, x in inputs.items()}
+    anchor = F.normalize(attached["audio"], dim=1)
+    sims = {m: (F.normalize(attached[m], dim=1) * anchor).sum(1) for m in ("video", "text")}
+    c = consensus_scores(sims, ALPHAS)
+    ((sims["video"] - c).abs() + (sims["text"] - c).abs()).mean().backward()
+    assert not all(torch.allclose(attached[m].grad, got[m]) for m in inputs)
