@@ -1,0 +1,108 @@
+"""CMCM's discrete branch: f^M, the modality-wise batch norm, the shared codebook and f_code.
+
+CMCM eq. 2: h_bar = f^M(h) + sg(e_v - f^M(h)), with f^M a linear projection per modality
+(CMCM Sec. 3: "single linear layers") whose output is batch-normalised per modality
+(Appendix A) before quantisation. Eq. 3: z = f_high(H) + f_code(H_bar), with f_code a mean over
+the valid quantised positions followed by a linear layer.
+
+The quantiser is called once per forward on the valid positions of all modalities together
+(one EMA update per step; every rank calls it, even with nothing to quantise, because its EMA
+step all-reduces). Padded positions and absent clips never reach the batch norm or the codebook.
+Every real narration candidate is quantised, not only the clip's own: eq. 3 must give a
+narration the same embedding whichever slot it sits in (retrieval embeds captions alone).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from mmdist.models.layers import masked_mean
+from mmdist.vq import ModalityBatchNorm, VectorQuantizer
+
+
+@dataclass
+class CodeOutput:
+    """Per modality, at the positions of the fine features `[N, L]`."""
+
+    normalised: dict[str, torch.Tensor]  # f^M(h) after the batch norm, fp32 [N, L, D_code]; 0 where invalid
+    indices: dict[str, torch.Tensor]  # codeword per position, long [N, L]; -1 where invalid
+    code_embedding: dict[str, torch.Tensor]  # f_code(H_bar) [N, embed_dim]
+    commitment_loss: torch.Tensor  # scalar
+
+
+class CodeBranch(nn.Module):
+    def __init__(
+        self,
+        in_dims: Mapping[str, int],
+        embed_dim: int,
+        num_codes: int,
+        dim: int,
+        decay: float,
+        dead_after: int,
+        commitment: float,
+        reset_noise: float,
+        seed: int,
+    ):
+        super().__init__()
+        self.modalities = list(in_dims)
+        self.project = nn.ModuleDict({m: nn.Linear(in_dims[m], dim) for m in self.modalities})  # f^M
+        self.norm = ModalityBatchNorm(dim, self.modalities)
+        self.quantizer = VectorQuantizer(
+            num_codes, dim, decay, dead_after, commitment, self.modalities, seed, reset_noise=reset_noise
+        )
+        self.code_to_embedding = nn.ModuleDict({m: nn.Linear(dim, embed_dim) for m in self.modalities})  # f_code
+
+    def _apply(self, fn, recurse=True):
+        # `module.bfloat16()` (DeepSpeed bf16) must leave the batch norm in fp32, like the
+        # quantiser keeps its codebook: quantisation runs in fp32 (SPEC Sec. 8.8).
+        super()._apply(fn, recurse)
+        self.norm.float()
+        return self
+
+    @property
+    def codebook(self) -> torch.Tensor:
+        return self.quantizer.codebook  # [V, D_code]
+
+    def forward(self, fine: Mapping[str, torch.Tensor], valid: Mapping[str, torch.Tensor]) -> CodeOutput:
+        """fine: modality -> H `[N, L, C]`; valid: modality -> bool `[N, L]` (present and not padded)."""
+        modalities = [m for m in self.modalities if m in fine]
+        projected = {m: self.project[m](fine[m]) for m in modalities}  # [N, L, D_code]
+        # Quantisation runs in fp32 (SPEC Sec. 8.8: bf16 distances lose codes).
+        rows = torch.cat([projected[m][valid[m]].float() for m in modalities])  # [N_valid, D_code]
+        counts = [int(valid[m].sum()) for m in modalities]
+        modality_ids = torch.cat(
+            [
+                torch.full((count,), self.modalities.index(m), dtype=torch.long, device=rows.device)
+                for m, count in zip(modalities, counts)
+            ]
+        )  # [N_valid]
+        normalised_rows = self.norm(rows, modality_ids)
+        result = self.quantizer(normalised_rows, modality_ids)  # one EMA update (training mode)
+
+        out = CodeOutput(normalised={}, indices={}, code_embedding={}, commitment_loss=result.commitment_loss)
+        for m, normalised_m, quantized_m, indices_m in zip(
+            modalities,
+            normalised_rows.split(counts),
+            result.quantized.split(counts),
+            result.indices.split(counts),
+        ):
+            mask = valid[m]
+            shape = (*mask.shape, normalised_m.shape[-1])
+            out.normalised[m] = _scatter(normalised_m, mask, shape)  # [N, L, D_code]
+            quantized = _scatter(quantized_m, mask, shape).to(projected[m].dtype)  # [N, L, D_code]
+            out.code_embedding[m] = self.code_to_embedding[m](masked_mean(quantized, mask))  # [N, embed_dim]
+            indices = torch.full(mask.shape, -1, dtype=torch.long, device=mask.device)
+            indices[mask] = indices_m.long()
+            out.indices[m] = indices  # [N, L]
+        return out
+
+
+def _scatter(rows: torch.Tensor, mask: torch.Tensor, shape: Sequence[int]) -> torch.Tensor:
+    """Put `rows [N_valid, D]` back at the True positions of `mask [N, L]`; zeros elsewhere."""
+    full = rows.new_zeros(shape)
+    full[mask] = rows
+    return full

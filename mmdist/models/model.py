@@ -1,0 +1,264 @@
+"""The multimodal model: encoders, heads, the optional codebook branch and MCN decoders.
+
+`build_model(model_cfg, data_cfg)` reads `configs/model/<preset>.yaml` (the group's content,
+keys named `model.*` in errors) and the sizes it needs from the data config (`data.*`).
+`model(batch) -> dict` works on the local batch; the trainer gathers across ranks afterwards.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import torch
+from torch import nn
+
+from mmdist.models.audio import build_audio_encoder
+from mmdist.models.batch import check_batch
+from mmdist.models.codes import CodeBranch
+from mmdist.models.config import (
+    ModelConfigError,
+    boolean,
+    lookup,
+    non_negative_number,
+    one_of,
+    positive_int,
+    positive_number,
+    section,
+)
+from mmdist.models.heads import Decoder, FACHeads, GatedEmbedding
+from mmdist.models.layers import masked_pool
+from mmdist.models.text import build_text_encoder
+from mmdist.models.video import build_video_encoder
+from mmdist.objectives import code_distribution
+
+MODALITIES = ("video", "audio", "text")
+MODEL_KEYS = (
+    "name",
+    "modalities",
+    "embed_dim",
+    "video",
+    "audio",
+    "text",
+    "codebook",
+    "head",
+    "fac",
+    "reconstruction",
+    "reconstruction_hidden_dim",
+    "init_checkpoint",
+)
+CODEBOOK_KEYS = ("enabled", "num_codes", "dim", "decay", "dead_after", "commitment", "reset_noise", "seed")
+FAC_KEYS = ("fine_dim", "coarse_dim")
+
+
+class MultimodalModel(nn.Module):
+    """Encoders give fine features H^M; pooling + heads give the embeddings z^M (SPEC Sec. 2).
+
+    With the codebook, z^M = f_high(H^M) + f_code(H_bar^M) (CMCM eq. 3) and the code
+    distributions of CMCM eqs. 4-5 come out for the losses.
+
+    Absent modalities are computed on zeroed inputs, so every rank runs the same graph and
+    every parameter gets a gradient, and are flagged in `present` for the losses to mask.
+    Whatever an absent or padded entry holds never reaches an output. The encoders' batch
+    norms do count zeroed clips in their training statistics; the codebook's batch norm and
+    EMA see only present clips and real positions.
+    """
+
+    def __init__(
+        self,
+        encoders: nn.ModuleDict,
+        embedding_heads: nn.ModuleDict | None,
+        fac: FACHeads | None,
+        codes: CodeBranch | None,
+        decoders: nn.ModuleDict | None,
+        embed_dim: int,
+        n_mels: int,
+        vocab_size: int,
+    ):
+        super().__init__()
+        self.modalities = [m for m in MODALITIES if m in encoders]
+        self.encoders = encoders
+        self.embedding_heads = embedding_heads
+        self.fac = fac
+        self.codes = codes
+        self.decoders = decoders
+        self.embed_dim = embed_dim
+        self.n_mels = n_mels
+        self.vocab_size = vocab_size
+
+    def encode(self, batch: Mapping[str, torch.Tensor]) -> tuple[dict, dict, dict]:
+        """-> fine features H `[N, L, C]`, valid positions `[N, L]`, present `[B]` by modality.
+
+        N is B for video and audio, B * P for text (every candidate narration is encoded).
+        """
+        present = {m: batch[f"has_{m}"] for m in self.modalities}
+        fine, valid = {}, {}
+        if "video" in self.modalities:
+            video = batch["video"]  # uint8 [B, T, H, W, 3]
+            shown = present["video"].view(-1, 1, 1, 1, 1)
+            fine["video"] = self.encoders["video"](torch.where(shown, video, torch.zeros_like(video)))
+            valid["video"] = present["video"].unsqueeze(1).expand(fine["video"].shape[:2])  # [B, L_v]
+        if "audio" in self.modalities:
+            frame_mask = batch["audio_frame_mask"] & present["audio"].unsqueeze(1)  # [B, F]
+            fine["audio"], valid["audio"] = self.encoders["audio"](batch["audio"], frame_mask)
+        if "text" in self.modalities:
+            tokens = batch["text_tokens"]  # [B, P, L]
+            real = batch["text_token_mask"] & batch["text_candidate_mask"].unsqueeze(2)
+            real = real & present["text"].view(-1, 1, 1)  # [B, P, L]
+            fine["text"], valid["text"] = self.encoders["text"](tokens.flatten(0, 1), real.flatten(0, 1))
+        return fine, valid, present
+
+    def forward(self, batch: Mapping[str, torch.Tensor]) -> dict:
+        size = check_batch(batch, self.modalities, self.n_mels, self.vocab_size)
+        fine, valid, present = self.encode(batch)
+        pooled = {m: masked_pool(fine[m], valid[m], self.encoders[m].pool) for m in self.modalities}  # [N, C]
+        if "text" in pooled:
+            pooled["text"] = pooled["text"].unflatten(0, (size, -1))  # [B, P, C_t]
+
+        out: dict = {"present": present}
+        if "text" in self.modalities:
+            out["text_candidate_mask"] = batch["text_candidate_mask"] & present["text"].unsqueeze(1)  # [B, P]
+        if self.fac is not None:
+            out["fac"] = self.fac(pooled)
+            # The coarse space S_vat is the one where all three modalities meet (MMV Sec. 3.1).
+            out["embeddings"] = {m: out["fac"][f"{m}_vat"] for m in self.modalities}
+        else:
+            out["embeddings"] = {m: self.embedding_heads[m](pooled[m]) for m in self.modalities}  # f_high(H)
+        if self.codes is not None:
+            code_embeddings, code_outputs = self.discretise(fine, valid, size)
+            for m in self.modalities:
+                out["embeddings"][m] = out["embeddings"][m] + code_embeddings[m]  # CMCM eq. 3
+            out.update(code_outputs)
+        if self.decoders is not None:
+            out["reconstruction"] = self.reconstruct(out["embeddings"], pooled)
+        return out
+
+    def discretise(self, fine: dict, valid: dict, size: int) -> tuple[dict, dict]:
+        """-> f_code(H_bar) by modality (`[B, D]`, text `[B, P, D]`) and the code outputs:
+        `code_probs` (CMCM eqs. 4-5), `code_indices`, `code_mask`, `commitment_loss`."""
+        codes = self.codes(fine, valid)
+        code_embeddings = {}
+        out: dict = {"code_probs": {}, "code_indices": {}, "code_mask": {}, "commitment_loss": codes.commitment_loss}
+        for m in self.modalities:
+            normalised, mask, indices = codes.normalised[m], valid[m], codes.indices[m]
+            code_embeddings[m] = codes.code_embedding[m]  # [B, D]
+            if m == "text":  # codes describe the clip's own narration, candidate 0
+                normalised, mask, indices = (x.unflatten(0, (size, -1))[:, 0] for x in (normalised, mask, indices))
+                code_embeddings[m] = code_embeddings[m].unflatten(0, (size, -1))  # [B, P, D]
+            # Gradient flows into the projected features, not into the codebook (SPEC 8.3).
+            out["code_probs"][m] = code_distribution(normalised, self.codes.codebook, mask)  # [B, V]
+            out["code_indices"][m] = indices  # [B, L_m], -1 where not valid
+            out["code_mask"][m] = mask  # [B, L_m]
+        return code_embeddings, out
+
+    def reconstruct(self, embeddings: dict, pooled: dict) -> dict:
+        """MCN eqs. 8-9: decode each embedding back to the pooled encoder features that fed its
+        head; the target is detached (SPEC 8.5). Text: the clip's own narration."""
+        out = {}
+        for m in self.modalities:
+            embedding, target = embeddings[m], pooled[m]
+            if m == "text":
+                embedding, target = embedding[:, 0], target[:, 0]
+            out[m] = (self.decoders[m](embedding), target.detach())  # [B, C_m] each
+        return out
+
+
+def _data_sizes(data_cfg: Mapping, modalities: list[str]) -> dict:
+    sizes = {}
+    if "video" in modalities:
+        sizes["num_frames"] = positive_int(lookup(data_cfg, "video.num_frames", "data"), "data.video.num_frames")
+        sizes["size"] = positive_int(lookup(data_cfg, "video.size", "data"), "data.video.size")
+    if "audio" in modalities:
+        sizes["n_mels"] = positive_int(lookup(data_cfg, "audio.n_mels", "data"), "data.audio.n_mels")
+    if "text" in modalities:
+        sizes["vocab_size"] = positive_int(lookup(data_cfg, "text.vocab_size", "data"), "data.text.vocab_size")
+    return sizes
+
+
+def _modalities(value) -> list[str]:
+    if isinstance(value, str) or not all(m in MODALITIES for m in value) or len(set(value)) != len(value):
+        raise ModelConfigError(f"model.modalities must list distinct names among {list(MODALITIES)}, got {value!r}")
+    if len(value) < 2:
+        raise ModelConfigError(f"model.modalities needs at least two modalities to align, got {list(value)}")
+    return [m for m in MODALITIES if m in value]
+
+
+def build_model(model_cfg: Mapping, data_cfg: Mapping) -> MultimodalModel:
+    """Build the model of `configs/model/<preset>.yaml` for the input sizes of the data config."""
+    cfg = section(model_cfg, "model", MODEL_KEYS)
+    modalities = _modalities(cfg["modalities"])
+    sizes = _data_sizes(data_cfg, modalities)
+    head = one_of(cfg["head"], ("joint", "fac"), "model.head")
+    reconstruction = boolean(cfg["reconstruction"], "model.reconstruction")
+    if cfg["init_checkpoint"] is not None and not isinstance(cfg["init_checkpoint"], str):
+        raise ModelConfigError(f"model.init_checkpoint must be null or a path, got {cfg['init_checkpoint']!r}")
+
+    encoders = nn.ModuleDict()
+    if "video" in modalities:
+        encoders["video"] = build_video_encoder(cfg["video"])
+        _check_reaches(encoders["video"].temporal_stride, sizes["num_frames"], "model.video", "data.video.num_frames")
+        _check_reaches(encoders["video"].spatial_stride, sizes["size"], "model.video", "data.video.size")
+    if "audio" in modalities:
+        encoders["audio"] = build_audio_encoder(cfg["audio"], sizes["n_mels"])
+    if "text" in modalities:
+        encoders["text"] = build_text_encoder(cfg["text"], sizes["vocab_size"])
+    widths = {m: encoders[m].out_channels for m in modalities}
+
+    embed_dim = positive_int(cfg["embed_dim"], "model.embed_dim")
+    fac_cfg = section(cfg["fac"], "model.fac", FAC_KEYS)
+    embedding_heads, fac = None, None
+    if head == "fac":
+        if "video" not in modalities:
+            raise ModelConfigError("model.head = fac needs video in model.modalities (vision is the FAC hub)")
+        fine_dim = positive_int(fac_cfg["fine_dim"], "model.fac.fine_dim")
+        # In FAC mode the embeddings are the coarse S_vat vectors; model.embed_dim is the joint head's.
+        embed_dim = positive_int(fac_cfg["coarse_dim"], "model.fac.coarse_dim")
+        fac = FACHeads(widths, fine_dim, embed_dim)
+    else:
+        embedding_heads = nn.ModuleDict({m: GatedEmbedding(widths[m], embed_dim) for m in modalities})
+
+    codes = _build_codes(cfg["codebook"], widths, embed_dim, head)
+    decoders = None
+    if reconstruction:
+        hidden = positive_int(cfg["reconstruction_hidden_dim"], "model.reconstruction_hidden_dim")
+        decoders = nn.ModuleDict({m: Decoder(embed_dim, hidden, widths[m]) for m in modalities})
+    return MultimodalModel(
+        encoders,
+        embedding_heads,
+        fac,
+        codes,
+        decoders,
+        embed_dim,
+        n_mels=sizes.get("n_mels", 0),
+        vocab_size=sizes.get("vocab_size", 0),
+    )
+
+
+def _build_codes(cfg: Mapping, widths: Mapping[str, int], embed_dim: int, head: str) -> CodeBranch | None:
+    section(cfg, "model.codebook", CODEBOOK_KEYS)
+    if not boolean(cfg["enabled"], "model.codebook.enabled"):
+        return None
+    if head == "fac":
+        raise ModelConfigError(
+            "model.codebook.enabled = true needs model.head = joint (CMCM eq. 3 adds f_code to the joint embedding)"
+        )
+    decay = positive_number(cfg["decay"], "model.codebook.decay")
+    if decay >= 1:
+        raise ModelConfigError(f"model.codebook.decay must be in (0, 1), got {decay}")
+    if isinstance(cfg["seed"], bool) or not isinstance(cfg["seed"], int):
+        raise ModelConfigError(f"model.codebook.seed must be an integer, got {cfg['seed']!r}")
+    return CodeBranch(
+        widths,
+        embed_dim,
+        num_codes=positive_int(cfg["num_codes"], "model.codebook.num_codes"),
+        dim=positive_int(cfg["dim"], "model.codebook.dim"),
+        decay=decay,
+        dead_after=positive_int(cfg["dead_after"], "model.codebook.dead_after"),
+        commitment=non_negative_number(cfg["commitment"], "model.codebook.commitment"),
+        reset_noise=non_negative_number(cfg["reset_noise"], "model.codebook.reset_noise"),
+        seed=cfg["seed"],
+    )
+
+
+def _check_reaches(stride: int, size: int, model_key: str, data_key: str) -> None:
+    if size < stride:
+        raise ModelConfigError(f"{data_key} = {size} is smaller than the total stride {stride} of {model_key}")
