@@ -1,0 +1,227 @@
+"""One place that turns a URL into a filesystem, and reads / writes clip shards (SPEC Sec. 1).
+
+URLs: a plain path or `file://...` (local disk), `s3://bucket/prefix` (AWS S3 or any
+S3-compatible store), or any other URI pyarrow understands (`gs://`, `hdfs://`).
+
+S3 endpoint: `endpoint_url` (config key `storage.endpoint_url`) wins, else the standard
+`AWS_ENDPOINT_URL` variable, else AWS itself. Credentials and region come from the AWS SDK's
+default chain (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY / AWS_SESSION_TOKEN, AWS_PROFILE and
+~/.aws files, instance roles); this module never reads, stores or prints them.
+
+Retries happen at two levels. Every S3 request made with the filesystem returned here goes
+through the SDK's standard retry strategy (exponential backoff) with `retries + 1` attempts.
+On top of that, the whole-operation helpers here (`write_shard`, `read_shard`, `list_shards`)
+retry an operation that still failed with a transient error (network, throttling, 5xx) after
+`backoff_s * 2**attempt` seconds. `retries=None` leaves both at pyarrow's default (standard
+strategy, 3 attempts). pyarrow does not pickle the retry strategy: a copy sent to Ray Data's
+read tasks runs with that default.
+"""
+
+from __future__ import annotations
+
+import os
+import posixpath
+import time
+import uuid
+from typing import Callable, TypeVar
+from urllib.parse import urlparse
+
+import pyarrow as pa
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+
+from mmdist.data.schema import validate_table
+
+T = TypeVar("T")
+
+# Substrings of the AWS SDK's error text (as pyarrow reports it) that mark a failure worth retrying.
+TRANSIENT_MARKERS = (
+    "NETWORK_CONNECTION",
+    "SLOW_DOWN",
+    "SERVICE_UNAVAILABLE",
+    "INTERNAL_FAILURE",
+    "THROTTLING",
+    "REQUEST_TIMEOUT",
+    "REQUEST_TIME_TOO_SKEWED",
+    "HTTP status 500",
+    "HTTP status 502",
+    "HTTP status 503",
+    "HTTP status 504",
+    "Connection reset",
+    "Connection refused",
+)
+
+
+def default_endpoint(endpoint_url: str | None) -> str | None:
+    """The S3 endpoint to use: the explicit one, else `AWS_ENDPOINT_URL`, else None (AWS)."""
+    return endpoint_url or os.environ.get("AWS_ENDPOINT_URL") or None
+
+
+def s3_filesystem(endpoint_url: str | None, retries: int | None) -> pafs.S3FileSystem:
+    """pyarrow's S3 filesystem, pointed at `endpoint_url` when given (S3-compatible stores)."""
+    options: dict = {"allow_bucket_creation": False}
+    if retries is not None:
+        if retries < 0:
+            raise ValueError(f"storage.retries must be >= 0, got {retries}")
+        options["retry_strategy"] = pafs.AwsStandardS3RetryStrategy(max_attempts=retries + 1)
+    endpoint = default_endpoint(endpoint_url)
+    if endpoint:
+        parsed = urlparse(endpoint if "://" in endpoint else f"https://{endpoint}")
+        if parsed.scheme not in ("http", "https") or not parsed.netloc:
+            raise ValueError(f"storage.endpoint_url {endpoint!r} is not an http(s)://host[:port] URL")
+        options["endpoint_override"] = parsed.netloc
+        options["scheme"] = parsed.scheme
+    region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
+    if region:
+        options["region"] = region
+    return pafs.S3FileSystem(**options)
+
+
+def resolve_filesystem(
+    url: str, endpoint_url: str | None = None, *, retries: int | None = None
+) -> tuple[pafs.FileSystem, str]:
+    """Filesystem + the path inside it for `url` (a path, `file://`, `s3://`, other pyarrow URIs).
+
+    Local paths come back absolute, so Ray workers with another working directory find them.
+    The filesystem is what `ray.data.read_parquet(paths, filesystem=fs)` expects.
+    """
+    if not url:
+        raise ValueError("empty storage URL")
+    parsed = urlparse(url)
+    scheme = parsed.scheme.lower()
+    if scheme in ("", "file"):
+        path = parsed.path if scheme == "file" else url
+        return pafs.LocalFileSystem(), os.path.abspath(os.path.expanduser(path))
+    if scheme in ("s3", "s3a"):
+        if not parsed.netloc:
+            raise ValueError(f"S3 URL {url!r} has no bucket (expected s3://bucket/prefix)")
+        path = posixpath.join(parsed.netloc, parsed.path.lstrip("/")).rstrip("/")
+        return s3_filesystem(endpoint_url, retries), path
+    try:
+        return pafs.FileSystem.from_uri(url)
+    except (pa.ArrowInvalid, OSError) as err:
+        raise ValueError(f"cannot open storage URL {url!r}: {err}") from err
+
+
+def join_url(base: str, *names: str) -> str:
+    """`base/name/...` for a URL or a local path (no os.sep surprises in URLs)."""
+    if urlparse(base).scheme in ("", "file") and "://" not in base:
+        return os.path.join(base, *names)
+    return "/".join([base.rstrip("/"), *names])
+
+
+def parent_url(url: str) -> str:
+    """The folder part of a file URL (`s3://b/x/m.jsonl` -> `s3://b/x`)."""
+    if "://" not in url:
+        return os.path.dirname(os.path.abspath(url))
+    return url.rstrip("/").rsplit("/", 1)[0]
+
+
+def is_transient(err: BaseException) -> bool:
+    """True for the S3 failures that another attempt can fix (never for not-found / denied)."""
+    if isinstance(err, (FileNotFoundError, PermissionError, IsADirectoryError)):
+        return False
+    return isinstance(err, OSError) and any(marker in str(err) for marker in TRANSIENT_MARKERS)
+
+
+def with_retries(operation: Callable[[], T], what: str, retries: int | None, backoff_s: float | None) -> T:
+    """Run `operation`, retrying transient errors `retries` times, sleeping `backoff_s * 2**k`."""
+    attempts = 1 if retries is None else retries + 1
+    for attempt in range(attempts):
+        try:
+            return operation()
+        except OSError as err:
+            if not is_transient(err) or attempt == attempts - 1:
+                raise OSError(f"{what} failed after {attempt + 1} attempt(s): {err}") from err
+            time.sleep((backoff_s or 0.0) * 2**attempt)
+    raise AssertionError("unreachable")
+
+
+def list_shards(
+    url: str, endpoint_url: str | None = None, *, retries: int | None = None, backoff_s: float | None = None
+) -> list[str]:
+    """Sorted paths (inside the filesystem of `url`) of the `*.parquet` files under `url`."""
+    fs, root = resolve_filesystem(url, endpoint_url, retries=retries)
+
+    def scan() -> list[str]:
+        infos = fs.get_file_info(pafs.FileSelector(root, recursive=True, allow_not_found=True))
+        return sorted(i.path for i in infos if i.type == pafs.FileType.File and i.path.endswith(".parquet"))
+
+    return with_retries(scan, f"listing shards under {url}", retries, backoff_s)
+
+
+def write_shard(
+    table: pa.Table,
+    url_of_file: str,
+    endpoint_url: str | None = None,
+    *,
+    retries: int | None = None,
+    backoff_s: float | None = None,
+) -> str:
+    """Validate `table` against CLIP_SCHEMA and write it as one Parquet file; returns the URL.
+
+    Local writes go to a temporary name first and are renamed, so a killed job never leaves
+    a truncated shard that `list_shards` would pick up (an S3 upload is atomic by itself).
+    """
+    table = validate_table(table, shard=url_of_file)
+    fs, path = resolve_filesystem(url_of_file, endpoint_url, retries=retries)
+    local = isinstance(fs, pafs.LocalFileSystem)
+
+    def write() -> None:
+        if local:  # object stores have no folders (pyarrow would write marker objects)
+            fs.create_dir(os.path.dirname(path), recursive=True)
+        target = f"{path}.tmp-{uuid.uuid4().hex}" if local else path
+        # No min/max statistics on the media blobs: they would copy bytes into the footer.
+        pq.write_table(table, target, filesystem=fs, compression="zstd", write_statistics=["clip_id", "source_id"])
+        if local:
+            fs.move(target, path)
+
+    with_retries(write, f"writing shard {url_of_file}", retries, backoff_s)
+    return url_of_file
+
+
+def read_shard(
+    path: str, filesystem: pafs.FileSystem, *, retries: int | None = None, backoff_s: float | None = None
+) -> pa.Table:
+    """Read one shard (a path inside `filesystem`, as `list_shards` gives) and validate it."""
+
+    def read() -> pa.Table:
+        return pq.read_table(path, filesystem=filesystem)
+
+    try:
+        table = with_retries(read, f"reading shard {path}", retries, backoff_s)
+    except pa.ArrowInvalid as err:
+        raise OSError(f"shard {path} is not a readable Parquet file: {err}") from err
+    return validate_table(table, shard=path)
+
+
+def read_bytes(url: str, endpoint_url: str | None = None, *, retries: int | None = None) -> bytes:
+    """The whole content of one file at `url` (manifests, small files)."""
+    fs, path = resolve_filesystem(url, endpoint_url, retries=retries)
+    with fs.open_input_stream(path) as stream:
+        return stream.read()
+
+
+def write_bytes(url: str, data: bytes, endpoint_url: str | None = None, *, retries: int | None = None) -> None:
+    """Write `data` as the file at `url` (summaries, small metadata files)."""
+    fs, path = resolve_filesystem(url, endpoint_url, retries=retries)
+    if isinstance(fs, pafs.LocalFileSystem):
+        fs.create_dir(os.path.dirname(path), recursive=True)
+    with fs.open_output_stream(path) as stream:
+        stream.write(data)
+
+
+def prepare_output(
+    url: str, overwrite: bool, endpoint_url: str | None = None, *, retries: int | None = None,
+    backoff_s: float | None = None,
+) -> None:
+    """Make `url` ready for new shards: refuse one that holds shards, or delete them if `overwrite`.
+
+    Stale shards left under `url` would silently join the next dataset read from it.
+    """
+    existing = list_shards(url, endpoint_url, retries=retries, backoff_s=backoff_s)
+    if existing and not overwrite:
+        raise FileExistsError(f"{url} already holds {len(existing)} shard(s); set overwrite=true to replace them")
+    fs, _ = resolve_filesystem(url, endpoint_url, retries=retries)
+    for path in existing:
+        fs.delete_file(path)
