@@ -124,13 +124,15 @@ class VectorQuantizer(nn.Module):
             codebook = self.embed.to(work)  # [V, D]
             indices = squared_distances(rows, codebook).argmin(dim=1)  # [N]
             chosen = codebook[indices]  # [N, D], the pre-update codewords
+            global_rows = rows.shape[0]
             if self.training:
-                self._ema_update(rows.detach(), indices, modality_ids)
+                global_rows = self._ema_update(rows.detach(), indices, modality_ids)
             quantized = rows + (chosen - rows).detach()  # eq. 2: x + sg(e_v - x)
-            if rows.shape[0] > 0:
-                commitment = self.commitment * F.mse_loss(rows, chosen.detach())
-            else:  # keep the graph connected so every parameter still gets a (zero) gradient
-                commitment = rows.sum() * 0.0
+            # beta |f(h) - sg(e)|^2, a mean over the GLOBAL batch's rows: scaled by W / (global rows) so
+            # that DeepSpeed's gradient averaging gives the single-process gradient (mmdist.dist).
+            # The sum keeps the graph connected when this rank has no rows (a zero gradient).
+            squared_error = (rows - chosen.detach()).pow(2).sum()
+            commitment = self.commitment * squared_error * dist.world_size() / (max(global_rows, 1) * self.dim)
         return VQResult(quantized.to(x.dtype), indices, commitment)
 
     def _check_inputs(self, x: torch.Tensor, modality_ids: torch.Tensor | None) -> None:
@@ -149,7 +151,8 @@ class VectorQuantizer(nn.Module):
             )
 
     @torch.no_grad()
-    def _ema_update(self, rows: torch.Tensor, indices: torch.Tensor, modality_ids: torch.Tensor | None) -> None:
+    def _ema_update(self, rows: torch.Tensor, indices: torch.Tensor, modality_ids: torch.Tensor | None) -> int:
+        """One EMA step on the statistics of all ranks; returns the global number of rows."""
         num_groups, num_codes = self.last_counts.shape
         groups = modality_ids if modality_ids is not None else torch.full_like(indices, num_groups - 1)
         counts = torch.zeros(num_groups, num_codes, dtype=rows.dtype, device=rows.device)
@@ -161,6 +164,7 @@ class VectorQuantizer(nn.Module):
         counts = packed[: counts.numel()].view(num_groups, num_codes)
         sums = packed[counts.numel() :].view(num_codes, self.dim)
         code_counts = counts.sum(dim=0)  # |H_v| [V]
+        global_rows = int(code_counts.sum())
 
         g = self.decay
         self.ema_count.mul_(g).add_(code_counts.to(self.ema_count.dtype), alpha=1 - g)
@@ -171,6 +175,7 @@ class VectorQuantizer(nn.Module):
         self.num_updates.add_(1)
         self.last_counts.copy_(counts)
         self._reset_dead_codes(used)
+        return global_rows
 
     def _reset_dead_codes(self, used: torch.Tensor) -> None:
         dead = (self.idle_updates >= self.dead_after).nonzero().squeeze(1)  # [n_dead]

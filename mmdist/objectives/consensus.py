@@ -25,11 +25,22 @@ def consensus_scores(sims: Mapping[str, torch.Tensor], alphas: Mapping[str, floa
     missing = sorted(set(sims) - set(alphas))
     if missing:
         raise ValueError(f"consensus_scores: no alpha for modality {missing[0]!r} (alphas has {sorted(alphas)})")
-    # (s + 1) / 2 can leave [0, 1] by rounding when |s| = 1; a fractional power of a
-    # negative number is NaN, so clamp before scaling.
-    scaled = [((s + 1) / 2).clamp(0.0, 1.0).pow(alphas[name]) for name, s in sims.items()]  # each [B]
-    bottleneck = torch.stack(scaled).amin(dim=0)  # [B]
-    return 2 * bottleneck - 1
+    # K^-1 is increasing, so c = min_i K^-1(K_i(s_i)). Computed per modality, a pair with alpha = 1
+    # maps to its own similarity exactly: when it is the bottleneck its gap |s_i - c| is exactly 0
+    # (subgradient 0), not rounding noise whose sign would decide a +-1 gradient.
+    mapped = [s if alphas[name] == 1 else _unscaled_inverse(_scaled(s, alphas[name])) for name, s in sims.items()]
+    return torch.stack(mapped).amin(dim=0)  # [B]
+
+
+def _scaled(s: torch.Tensor, alpha: float) -> torch.Tensor:
+    """K_i(s) = ((s + 1) / 2)^alpha. (s + 1) / 2 can leave [0, 1] by rounding when |s| = 1, and a
+    fractional power of a negative number is NaN, so clamp before scaling."""
+    return ((s + 1) / 2).clamp(0.0, 1.0).pow(alpha)
+
+
+def _unscaled_inverse(y: torch.Tensor) -> torch.Tensor:
+    """K^-1(y) = 2y - 1, the inverse of the unscaled map (SPEC 8.4)."""
+    return 2 * y - 1
 
 
 def consensus_loss(
