@@ -1,0 +1,24 @@
+"""Benchmarks (never timed tests): `python jobs/benchmark.py suite=<name>` prints each suite's figures
+as ratios against a baseline measured in the same run. Suites live in `mmdist/benchmarks/<name>.py`."""
+
+import importlib
+import json
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf
+
+
+@hydra.main(config_path="../configs", config_name="benchmark", version_base="1.3")
+def main(cfg: DictConfig) -> None:
+    suite = HydraConfig.get().runtime.choices["suite"]
+    module = importlib.import_module(f"mmdist.benchmarks.{suite}")
+    figures = module.run(OmegaConf.to_container(cfg.suite, resolve=True))
+    print(json.dumps({"suite": suite, **figures}, default=str))
+    if cfg.out:
+        with open(cfg.out, "w") as handle:
+            json.dump({"suite": suite, **figures}, handle, indent=1, default=str)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,148 @@
+"""`python jobs/benchmark.py suite=trainer`: the cost of Ray Train + DeepSpeed around a training step.
+
+(a) a plain single-process PyTorch loop (model, AdamW, clipping, the recipe loss) and (b) the real
+`mmdist.train.loop` step (`setup_engine` + `train_step`: DeepSpeed engine, global batch norm, gather)
+inside a 1-worker Ray `TorchTrainer` run the same tiny model on the same in-memory batches, decoded
+once from a synthetic world. Printed: the median step times and their ratio (b)/(a) (target <= 1.05).
+(c) a streaming run of `mmdist.train.fit` on the same world reports clips/s and the fraction of step
+time spent waiting for data.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import tempfile
+import time
+
+import pyarrow.parquet as pq
+import torch
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from omegaconf import OmegaConf
+
+CONFIGS = os.path.join(os.path.dirname(__file__), "..", "..", "configs")
+
+
+def run(cfg: dict) -> dict:
+    import ray
+    from ray.train import RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    from mmdist.data.synthetic import generate_world
+    from mmdist.runtime import init_ray
+    from mmdist.train import fit
+
+    work = tempfile.mkdtemp(prefix="mmdist-bench-trainer-")
+    world = os.path.join(work, "world")
+    train_cfg = _train_cfg(world, work, cfg)
+    config = OmegaConf.to_container(train_cfg, resolve=True)
+    generate_world(world, cfg["clips"], seed=cfg["seed"], cfg=OmegaConf.to_container(_compose("make_dataset", []), resolve=True))
+    batches = _decode_batches(world, config, cfg["batches"])
+
+    plain = _plain_step_times(config, batches, cfg["steps"])
+    init_ray(config["ray"])
+    trainer = TorchTrainer(
+        _ray_deepspeed_loop,
+        train_loop_config={"config": config, "batches": batches, "steps": cfg["steps"]},
+        scaling_config=ScalingConfig(num_workers=1, resources_per_worker={"CPU": config["trainer"]["cpus_per_worker"]}),
+        run_config=RunConfig(name="bench", storage_path=os.path.join(work, "ray")),
+    )
+    wrapped = trainer.fit().metrics["step_times"]
+
+    streaming = fit(_train_cfg(world, work, cfg, streaming=True))["final"]
+    ray.shutdown()
+    plain_s, wrapped_s = statistics.median(plain[cfg["warmup"] :]), statistics.median(wrapped[cfg["warmup"] :])
+    figures = {
+        "plain_step_s": plain_s,
+        "ray_deepspeed_step_s": wrapped_s,
+        "overhead_ratio": wrapped_s / plain_s,
+        "target_overhead_ratio": 1.05,
+        "streaming_clips_per_s": streaming["clips_per_s"],
+        "streaming_data_wait_frac": streaming["data_wait_frac"],
+        "global_batch": config["data"]["batch_size"],
+        "torch_threads": config["trainer"]["torch_threads"],
+    }
+    print(
+        f"[trainer] plain {plain_s * 1e3:.1f} ms/step, Ray Train + DeepSpeed {wrapped_s * 1e3:.1f} ms/step: "
+        f"overhead ratio {figures['overhead_ratio']:.3f} (target <= 1.05); streaming run "
+        f"{figures['streaming_clips_per_s']:.1f} clips/s, waiting for data {100 * figures['streaming_data_wait_frac']:.0f}% of step time"
+    )
+    return figures
+
+
+def _compose(name: str, overrides: list[str]):
+    """A job config composed from configs/, inside a Hydra job (jobs/benchmark.py) or outside one."""
+    if GlobalHydra.instance().is_initialized():
+        return compose(name, overrides=overrides)
+    with initialize_config_dir(os.path.abspath(CONFIGS), version_base="1.3"):
+        return compose(name, overrides=overrides)
+
+
+def _train_cfg(world: str, work: str, cfg: dict, streaming: bool = False):
+    overrides = [
+        f"recipe={cfg['recipe']}",
+        f"data.path={world}",
+        f"data.batch_size={cfg['batch_size']}",
+        f"run_dir={work}/{'streaming' if streaming else 'fixed'}",
+        f"trainer.torch_threads={cfg['torch_threads']}",
+        f"trainer.max_steps={cfg['streaming_steps']}",
+        f"trainer.report_every={cfg['streaming_steps']}",
+        f"trainer.checkpoint_every={cfg['streaming_steps']}",
+        f"trainer.num_workers={cfg['streaming_workers'] if streaming else 1}",
+    ]
+    return _compose("train", overrides)
+
+
+def _decode_batches(world: str, config: dict, count: int) -> list[dict]:
+    """`count` global batches decoded once, in memory, as the pipeline would give them."""
+    from mmdist.data.pipeline import ClipDecoder
+
+    decoder = ClipDecoder(config["data"], train=False, seed=config["seed"])
+    table = pq.read_table(world)
+    size = config["data"]["batch_size"]
+    batches = []
+    for start in range(0, count * size, size):
+        batch, drops = decoder.decode_table(table.slice(start % (table.num_rows - size + 1), size))
+        assert not drops
+        batches.append({name: torch.from_numpy(value) for name, value in batch.items()})
+    return batches
+
+
+def _plain_step_times(config: dict, batches: list[dict], steps: int) -> list[float]:
+    """A bare PyTorch loop: no Ray, no DeepSpeed, no gather."""
+    from mmdist.models import build_model
+    from mmdist.objectives import recipe_loss
+
+    torch.manual_seed(config["seed"])
+    torch.set_num_threads(config["trainer"]["torch_threads"])
+    model = build_model(config["model"], config["data"])
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config["trainer"]["lr"])
+    times = []
+    for step in range(steps):
+        begin = time.perf_counter()
+        loss, _ = recipe_loss(config["recipe"], model(batches[step % len(batches)]), step)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), config["trainer"]["grad_clip"])
+        optimizer.step()
+        times.append(time.perf_counter() - begin)
+    return times
+
+
+def _ray_deepspeed_loop(args: dict) -> None:
+    """Runs in the Ray Train worker: the training loop's own setup and step on in-memory batches."""
+    import ray.train
+
+    from mmdist.objectives import kmeans_from_recipe
+    from mmdist.train.loop import setup_engine, train_step
+
+    config, batches = args["config"], args["batches"]
+    engine, _ = setup_engine(config, world_size=1)
+    kmeans = kmeans_from_recipe(config["recipe"], dim=config["model"]["embed_dim"], seed=config["seed"])
+    times = []
+    for step in range(args["steps"]):
+        begin = time.perf_counter()
+        train_step(engine, batches[step % len(batches)], config["recipe"], step, kmeans)
+        times.append(time.perf_counter() - begin)
+    ray.train.report({"step_times": times})

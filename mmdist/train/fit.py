@@ -1,0 +1,104 @@
+"""The driver side of a training run: Ray Data input, a `TorchTrainer`, and the run directory.
+
+`fit(cfg)` is what `jobs/train.py` calls. It writes into `run_dir`:
+`metrics.json` (`final`: the last report, flat; `history`: every report, each with `step` and `loss`),
+`config.yaml` (the resolved config, secrets redacted) and `checkpoint.txt` (the final checkpoint's URI).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+
+import ray
+from omegaconf import DictConfig, OmegaConf
+from ray.data import DataContext
+from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
+from ray.train.torch import TorchTrainer
+
+from mmdist.config import redact
+from mmdist.data.pipeline import build_dataset
+from mmdist.data.storage import resolve_filesystem
+from mmdist.runtime import init_ray
+from mmdist.train.loop import train_loop_per_worker
+from mmdist.train.metrics import MetricsLog
+
+def fit(cfg: DictConfig, callbacks: list | None = None) -> dict:
+    """Train as `cfg` declares; returns {"final": ..., "history": ..., "checkpoint": uri}.
+
+    `callbacks` are Ray Train user callbacks (a Tune trial passes `TuneReportCallback`)."""
+    config = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
+    trainer_cfg = config["trainer"]
+    run_dir = os.path.abspath(config["run_dir"])
+    os.makedirs(run_dir, exist_ok=True)
+    write_resolved_config(config, os.path.join(run_dir, "config.yaml"))
+
+    init_ray(config["ray"])
+    # one progress line per report is ours; Ray Data's bars would interleave with it
+    DataContext.get_current().enable_progress_bars = trainer_cfg["data_progress_bars"]
+    dataset = build_dataset(config["data"], config["storage"], train=True, seed=config["seed"])
+    log_name = f"mmdist-metrics-{uuid.uuid4().hex[:8]}"
+    metrics_log = MetricsLog.options(name=log_name).remote()
+    config["metrics_log"] = log_name
+    config["decode_stats"] = dataset.decode_stats_name  # workers report the dropped-record counts
+
+    trainer = TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config=config,
+        scaling_config=scaling_config(trainer_cfg),
+        run_config=run_config(trainer_cfg, config["storage"], run_dir, callbacks),
+        datasets={"train": dataset},
+    )
+    result = trainer.fit()
+    history = ray.get(metrics_log.history.remote())
+    ray.kill(metrics_log)
+    checkpoint_uri = _checkpoint_uri(result.checkpoint, trainer_cfg["storage_path"])
+    summary = {"final": history[-1] if history else {}, "history": history, "checkpoint": checkpoint_uri}
+    with open(os.path.join(run_dir, "metrics.json"), "w") as handle:
+        json.dump(summary, handle, indent=1)
+    with open(os.path.join(run_dir, "checkpoint.txt"), "w") as handle:
+        handle.write(f"{checkpoint_uri}\n")
+    return summary
+
+
+def scaling_config(trainer_cfg: dict) -> ScalingConfig:
+    resources = {"CPU": trainer_cfg["cpus_per_worker"]}
+    if trainer_cfg["use_gpu"]:
+        resources["GPU"] = 1
+    return ScalingConfig(
+        num_workers=trainer_cfg["num_workers"], use_gpu=trainer_cfg["use_gpu"], resources_per_worker=resources
+    )
+
+
+def run_config(trainer_cfg: dict, storage_cfg: dict, run_dir: str, callbacks: list | None = None) -> RunConfig:
+    """Checkpoints go to `trainer.storage_path` (local folder or s3://). Re-running with the same
+    `trainer.run_name` and storage path resumes from the latest checkpoint (Ray Train V2 restoration)."""
+    storage_path = trainer_cfg["storage_path"] or os.path.join(run_dir, "checkpoints")
+    filesystem = None
+    if "://" in storage_path and not storage_path.startswith("file://"):
+        filesystem, storage_path = resolve_filesystem(storage_path, storage_cfg["endpoint_url"])
+    else:
+        storage_path = os.path.abspath(storage_path.removeprefix("file://"))
+    return RunConfig(
+        name=trainer_cfg["run_name"],
+        storage_path=storage_path,
+        storage_filesystem=filesystem,
+        failure_config=FailureConfig(max_failures=trainer_cfg["max_failures"]),
+        checkpoint_config=CheckpointConfig(num_to_keep=trainer_cfg["keep_checkpoints"]),
+        logging_config=LoggingConfig(log_level=trainer_cfg["log_level"]),
+        callbacks=callbacks,
+    )
+
+
+def write_resolved_config(config: dict, path: str) -> None:
+    with open(path, "w") as handle:
+        handle.write(OmegaConf.to_yaml(OmegaConf.create(redact(config))))
+
+
+def _checkpoint_uri(checkpoint, storage_path: str | None) -> str | None:
+    if checkpoint is None:
+        return None
+    if storage_path and "://" in storage_path and not storage_path.startswith("file://"):
+        return f"{storage_path.split('://')[0]}://{checkpoint.path}"
+    return checkpoint.path

@@ -1,0 +1,181 @@
+"""The per-worker training loop: one readable function that Ray Train runs on every worker.
+
+setup (model, DeepSpeed engine, resume) -> for each step: next batch, forward, gather the global
+batch, recipe loss, backward, step -> every `report_every` steps one `ray.train.report`, with a
+DeepSpeed checkpoint every `checkpoint_every` steps. It is a function of a plain config dict so that
+Ray Tune can wrap it.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+import ray
+import ray.train
+import torch
+
+from mmdist.config import redact
+from mmdist.data.pipeline import decode_stats
+from mmdist.models import build_model, load_matching_state_dict
+from mmdist.objectives import kmeans_from_recipe, recipe_loss
+from mmdist.models.checkpoint import load_model_state, local_checkpoint_dir
+from mmdist.train.engine import build_engine, load_checkpoint, micro_batch_size, save_checkpoint
+from mmdist.train.gather import gather_outputs
+from mmdist.train.sync_batchnorm import convert_to_global_batchnorm
+from mmdist.train.metrics import StepTimer, in_batch_recall_at_1, mean_across_ranks
+
+
+def train_loop_per_worker(config: dict) -> None:
+    trainer_cfg, recipe_cfg = config["trainer"], config["recipe"]
+    context = ray.train.get_context()
+    rank, world = context.get_world_rank(), context.get_world_size()
+    engine, micro_batch = setup_engine(config, world, log=rank == 0)
+    kmeans = kmeans_from_recipe(recipe_cfg, dim=config["model"]["embed_dim"], seed=config["seed"])
+
+    step, history = 0, []
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is not None:
+        state = load_checkpoint(engine, checkpoint)
+        step, history = state["step"], state["history"]
+        if kmeans is not None:
+            kmeans.load_state_dict(state["kmeans"])
+        if rank == 0:
+            print(f"[resume] from step {step} ({checkpoint.path})")
+    metrics_log = ray.get_actor(config["metrics_log"]) if rank == 0 else None
+    if metrics_log is not None and history:
+        metrics_log.extend.remote(history)
+
+    batches = _batches_forever(ray.train.get_dataset_shard("train"), micro_batch, engine.device)
+    timer, sums = StepTimer(), defaultdict(float)
+    max_steps, report_every = trainer_cfg["max_steps"], trainer_cfg["report_every"]
+    global_batch = config["data"]["batch_size"]
+    while step < max_steps:
+        for _ in range(trainer_cfg["grad_accum_steps"]):
+            with timer.waiting():
+                batch = next(batches)
+            loss, terms, gathered, grad_norm = train_step(engine, batch, recipe_cfg, step, kmeans)
+            if grad_norm is not None:  # accumulation boundary: one figure per optimizer step
+                sums["grad_norm"] += grad_norm * trainer_cfg["grad_accum_steps"]
+            for name, value in terms.items():
+                sums[name] += float(value)
+            sums["loss"] += float(loss.detach())
+            for name, value in in_batch_recall_at_1(gathered["embeddings"]).items():
+                sums[name] += value
+            sums["micro_steps"] += 1
+        step += 1
+        if step % report_every and step != max_steps:
+            continue
+
+        micro_steps = sums.pop("micro_steps")
+        window = timer.lap()
+        metrics = {name: total / micro_steps for name, total in sums.items()}
+        metrics = mean_across_ranks(metrics)
+        metrics.update(
+            step=step,
+            lr=engine.get_lr()[0],
+            clips_per_s=global_batch * micro_steps / trainer_cfg["grad_accum_steps"] / window["total_s"],
+            data_wait_frac=window["wait_s"] / window["total_s"],
+        )
+        metrics.update(_codebook_usage(engine.module))
+        metrics.update(_dropped_records(config["decode_stats"]) if rank == 0 else {})
+        history.append(metrics)
+        if rank == 0:
+            print(_progress_line(metrics, max_steps), flush=True)
+            metrics_log.append.remote(metrics)
+        saving = step % trainer_cfg["checkpoint_every"] == 0 or step == max_steps
+        client_state = {"history": history, "kmeans": kmeans.state_dict() if kmeans is not None else None}
+        ray.train.report(metrics, checkpoint=save_checkpoint(engine, step, client_state, redact(config)) if saving else None)
+        sums = defaultdict(float)
+
+
+def _batches_forever(shard, micro_batch: int, device):
+    """Epoch after epoch over this worker's shard; a fixed micro-batch size (the gather needs equal b)."""
+    epoch = 0
+    while True:
+        produced = 0
+        for batch in shard.iter_torch_batches(batch_size=micro_batch, drop_last=True, device=device):
+            produced += 1
+            yield batch
+        if produced == 0:
+            raise RuntimeError(
+                f"the training data gave no full batch of {micro_batch} clips in epoch {epoch}: "
+                "lower data.batch_size or add data"
+            )
+        epoch += 1
+
+
+
+
+def setup_engine(config: dict, world_size: int, log: bool = False):
+    """The model (batch norms made global, warm-started if configured) inside a DeepSpeed engine;
+    returns (engine, micro batch size per worker)."""
+    trainer_cfg = config["trainer"]
+    torch.manual_seed(config["seed"])  # identical initial weights on every rank
+    if trainer_cfg["torch_threads"]:
+        torch.set_num_threads(trainer_cfg["torch_threads"])
+    # batch-norm statistics over the global batch, like every loss (SPEC Sec. 6)
+    model = convert_to_global_batchnorm(build_model(config["model"], config["data"]))
+    if config["model"]["init_checkpoint"]:
+        folder = local_checkpoint_dir(config["model"]["init_checkpoint"], config["storage"]["endpoint_url"])
+        report = load_matching_state_dict(model, load_model_state(folder))
+        if log:
+            print(f"[warm start] {len(report['loaded'])} tensors loaded, skipped: {report['skipped']}")
+    micro_batch = micro_batch_size(config["data"]["batch_size"], world_size, trainer_cfg["grad_accum_steps"])
+    return build_engine(model, trainer_cfg, micro_batch), micro_batch
+
+
+def train_step(engine, batch: dict, recipe_cfg: dict, step: int, kmeans):
+    """One micro-step: forward, gather the global batch, recipe loss, backward, optimizer step.
+
+    Returns (loss, loss terms, the gathered outputs, the gradient norm at an accumulation boundary
+    else None)."""
+    gathered = gather_outputs(engine(batch))
+    loss, terms = recipe_loss(recipe_cfg, gathered, step, kmeans)
+    engine.backward(loss)
+    return loss, terms, gathered, optimizer_step(engine)
+
+
+def optimizer_step(engine) -> float | None:
+    """`engine.step()`; at an accumulation boundary, returns the global gradient norm before clipping.
+
+    Without ZeRO, DeepSpeed all-reduces whole gradients in `backward` and keeps no norm, so it is
+    taken here before the step; with ZeRO the gradients are partitioned and the optimizer computes
+    the global norm inside `step`."""
+    boundary = engine.is_gradient_accumulation_boundary()
+    norm = None
+    if boundary and engine.zero_optimization_stage() == 0:
+        grads = [param.grad.detach().float().norm() for param in engine.module.parameters() if param.grad is not None]
+        norm = float(torch.linalg.vector_norm(torch.stack(grads))) if grads else 0.0
+    engine.step()
+    if boundary and norm is None:
+        norm = float(engine.get_global_grad_norm())
+    return norm
+
+
+def _dropped_records(stats_name: str) -> dict:
+    """Records the decode pipeline dropped so far: the total and one figure per reason."""
+    reasons = decode_stats(stats_name)
+    return {"dropped": sum(reasons.values()), **{f"dropped_{reason}": count for reason, count in reasons.items()}}
+
+
+def _codebook_usage(module) -> dict:
+    quantizer = getattr(module, "quantizer", None)
+    if quantizer is None:
+        return {}
+    usage = quantizer.usage()
+    return {f"codebook_{name}": value for name, value in usage.items() if isinstance(value, (int, float))}
+
+
+def _progress_line(metrics: dict, max_steps: int) -> str:
+    terms = " ".join(
+        f"{name.removeprefix('loss_')}={value:.3f}" for name, value in metrics.items() if name.startswith("loss_")
+    )
+    recalls = " ".join(f"{name.removeprefix('r1_')}={value:.2f}" for name, value in metrics.items() if name.startswith("r1_"))
+    codes = ""
+    if "codebook_active_codes" in metrics:
+        codes = f" codes={metrics['codebook_active_codes']:.0f} ppl={metrics['codebook_perplexity']:.1f}"
+    return (
+        f"[train] step {metrics['step']}/{max_steps} loss={metrics['loss']:.4f} ({terms}) R@1 {recalls}{codes} "
+        f"lr={metrics['lr']:.2e} clips/s={metrics['clips_per_s']:.1f} wait={100 * metrics['data_wait_frac']:.0f}% "
+        f"dropped={metrics.get('dropped', 0)}"
+    )
