@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-SECRET_MARKERS = ("secret", "password", "token", "access_key", "credential")
+SECRET_WORDS = {"secret", "password", "token", "credential", "credentials"}  # whole words of a key
 
 
 def redact(value, key: str = ""):
@@ -11,6 +11,7 @@ def redact(value, key: str = ""):
         return {name: redact(item, name) for name, item in value.items()}
     if isinstance(value, list):
         return [redact(item, key) for item in value]
-    if value is not None and any(marker in key.lower() for marker in SECRET_MARKERS):
+    # by whole words: aws_secret_access_key, session_token are secrets; data.text.max_tokens is not
+    if value is not None and SECRET_WORDS & set(key.lower().split("_")):
         return "***"
     return value

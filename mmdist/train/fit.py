@@ -43,12 +43,18 @@ def fit(cfg: DictConfig, callbacks: list | None = None) -> dict:
     config["metrics_log"] = log_name
     config["decode_stats"] = dataset.decode_stats_name  # workers report the dropped-record counts
 
+    datasets = {"train": dataset}
+    validation = config["validation"]
+    if validation["path"] and validation["every"]:
+        val_data_cfg = dict(config["data"], path=validation["path"], limit=validation["limit"])
+        datasets["val"] = build_dataset(val_data_cfg, config["storage"], train=False, seed=config["seed"], keep_metadata=True)
+
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config=config,
         scaling_config=scaling_config(trainer_cfg),
         run_config=run_config(trainer_cfg, config["storage"], run_dir, callbacks),
-        datasets={"train": dataset},
+        datasets=datasets,
     )
     result = trainer.fit()
     history = ray.get(metrics_log.history.remote())

@@ -10,12 +10,15 @@ from __future__ import annotations
 
 from collections import defaultdict
 
+import numpy as np
 import ray
 import ray.train
 import torch
+import torch.distributed as torch_dist
 
 from mmdist.config import redact
-from mmdist.data.pipeline import decode_stats
+from mmdist.data.pipeline import LABEL_COLUMNS, decode_stats
+from mmdist.eval import embed_batch, to_torch_batch, validation_metrics
 from mmdist.models import build_model, load_matching_state_dict
 from mmdist.objectives import kmeans_from_recipe, recipe_loss
 from mmdist.models.checkpoint import load_model_state, local_checkpoint_dir
@@ -49,6 +52,7 @@ def train_loop_per_worker(config: dict) -> None:
     timer, sums = StepTimer(), defaultdict(float)
     max_steps, report_every = trainer_cfg["max_steps"], trainer_cfg["report_every"]
     global_batch = config["data"]["batch_size"]
+    validation_every = config["validation"]["every"] if config["validation"]["path"] else 0
     while step < max_steps:
         for _ in range(trainer_cfg["grad_accum_steps"]):
             with timer.waiting():
@@ -77,6 +81,9 @@ def train_loop_per_worker(config: dict) -> None:
             data_wait_frac=window["wait_s"] / window["total_s"],
         )
         metrics.update(_codebook_usage(engine.module))
+        if validation_every and (step % validation_every == 0 or step == max_steps):
+            validation = _validate(engine, ray.train.get_dataset_shard("val"), config["validation"]["batch_size"])
+            metrics.update(validation if rank == 0 else {})
         metrics.update(_dropped_records(config["decode_stats"]) if rank == 0 else {})
         history.append(metrics)
         if rank == 0:
@@ -152,6 +159,26 @@ def optimizer_step(engine) -> float | None:
     return norm
 
 
+def _validate(engine, shard, batch_size: int) -> dict:
+    """Held-out metrics (`val_*`, mmdist.eval.validation_metrics) on this worker's share of the
+    validation set, embeddings gathered to rank 0. Every rank runs the same number of forwards
+    (equal splits), which ZeRO-3's parameter gathers need."""
+    rows, labels = defaultdict(list), defaultdict(list)
+    for batch in shard.iter_batches(batch_size=batch_size, batch_format="numpy"):
+        for name, value in embed_batch(engine.module, to_torch_batch(batch, engine.device)).items():
+            rows[name].append(value)
+        for name in LABEL_COLUMNS:
+            labels[name].append(batch[name])
+    local = ({name: np.concatenate(parts) for name, parts in rows.items()},
+             {name: np.concatenate(parts) for name, parts in labels.items()})
+    gathered = [None] * torch_dist.get_world_size() if torch_dist.is_initialized() else [local]
+    if torch_dist.is_initialized():
+        torch_dist.all_gather_object(gathered, local)
+    merged_rows = {name: np.concatenate([part[0][name] for part in gathered]) for name in local[0]}
+    merged_labels = {name: np.concatenate([part[1][name] for part in gathered]) for name in local[1]}
+    return validation_metrics(merged_rows, merged_labels)
+
+
 def _dropped_records(stats_name: str) -> dict:
     """Records the decode pipeline dropped so far: the total and one figure per reason."""
     reasons = decode_stats(stats_name)
@@ -159,10 +186,10 @@ def _dropped_records(stats_name: str) -> dict:
 
 
 def _codebook_usage(module) -> dict:
-    quantizer = getattr(module, "quantizer", None)
-    if quantizer is None:
+    codes = getattr(module, "codes", None)
+    if codes is None:
         return {}
-    usage = quantizer.usage()
+    usage = codes.quantizer.usage()
     return {f"codebook_{name}": value for name, value in usage.items() if isinstance(value, (int, float))}
 
 

@@ -44,5 +44,13 @@ def test_bad_trainer_values_name_the_key(trainer_cfg, key, value):
 
 
 def test_secrets_are_redacted_from_the_written_config():
-    config = {"storage": {"endpoint_url": "http://127.0.0.1:9000", "aws_secret_access_key": "abc"}, "token": "t"}
-    assert redact(config) == {"storage": {"endpoint_url": "http://127.0.0.1:9000", "aws_secret_access_key": "***"}, "token": "***"}
+    config = {
+        "storage": {"endpoint_url": "http://127.0.0.1:9000", "aws_secret_access_key": "abc"},
+        "token": "t",
+        "data": {"text": {"max_tokens": 16}},  # a count of tokens, not a secret
+    }
+    assert redact(config) == {
+        "storage": {"endpoint_url": "http://127.0.0.1:9000", "aws_secret_access_key": "***"},
+        "token": "***",
+        "data": {"text": {"max_tokens": 16}},
+    }

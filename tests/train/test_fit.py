@@ -88,9 +88,9 @@ def test_worker_killed_with_sigkill_is_restarted_and_run_finishes(ray_session, s
     cfg = train_cfg(
         synthetic_dir,
         tmp_path,
-        "trainer.max_steps=40",
-        "trainer.checkpoint_every=2",
-        "trainer.report_every=2",
+        "trainer.max_steps=16",
+        "trainer.checkpoint_every=4",
+        "trainer.report_every=4",
         "trainer.max_failures=1",
     )
     result: dict = {}
@@ -106,31 +106,38 @@ def test_worker_killed_with_sigkill_is_restarted_and_run_finishes(ray_session, s
     victims[0].send_signal(signal.SIGKILL)
     runner.join(timeout=600)
     assert not runner.is_alive()
-    assert result["final"]["step"] == 40
+    assert result["final"]["step"] == 16
     assert not victims[0].is_running()
 
 
 def test_two_workers_match_one_worker_on_the_first_step(ray_session, synthetic_dir, tmp_path):
-    # resize == size: the crop is the whole frame, so decoding has no randomness; 8 clips = one global batch
-    common = ["trainer.max_steps=1", "data.limit=8", "data.shuffle_files=false", "data.video.resize=56", "data.video.size=56"]
+    # resize == size: the crop is the whole frame, so decoding has no randomness; 8 clips = one global batch.
+    # mc3 (no codebook): in float32 a near-tie in the codebook's argmin can flip between the two runs;
+    # the codebook path is checked exactly in float64 by tests/train/test_global_batch.py
+    common = [
+        "recipe=mc3", "recipe.align_steps=0", "trainer.max_steps=1", "data.limit=8", "data.shuffle_files=false",
+        "data.video.resize=56", "data.video.size=56",
+    ]
     two = fit(train_cfg(synthetic_dir, tmp_path / "two", "trainer.num_workers=2", *common))["final"]
     one = fit(train_cfg(synthetic_dir, tmp_path / "one", "trainer.num_workers=1", *common))["final"]
-    assert two["loss"] == pytest.approx(one["loss"], rel=1e-4)
+    for term in ("loss", "loss_info_nce", "loss_consensus"):
+        assert two[term] == pytest.approx(one[term], rel=1e-5), term
     # a gather that dropped the cross-rank gradient sum would halve the gradient: the norm would show it
-    assert two["grad_norm"] == pytest.approx(one["grad_norm"], rel=1e-3)
-    for term in ("loss_info_nce", "loss_cmcm", "loss_consensus"):
-        assert two[term] == pytest.approx(one[term], rel=1e-4)
+    assert two["grad_norm"] == pytest.approx(one["grad_norm"], rel=1e-4)
 
 
 def test_mc3_vq_learns_the_synthetic_world(ray_session, tmp_path_factory, tmp_path):
     from mmdist.data.synthetic import generate_world
     from tests.conftest import load_job_cfg
 
-    world = str(tmp_path_factory.mktemp("learn") / "world")
+    world, held_out = (str(tmp_path_factory.mktemp("learn") / name) for name in ("world", "held_out"))
     generate_world(world, num_clips=192, seed=1, cfg=load_job_cfg("make_dataset"))
+    generate_world(held_out, num_clips=64, seed=2, cfg=load_job_cfg("make_dataset"))
     cfg = train_cfg(
         world,
         tmp_path,
+        f"validation.path={held_out}",
+        "validation.every=60",
         "data.batch_size=32",
         "trainer.max_steps=120",
         "trainer.report_every=20",
@@ -146,3 +153,6 @@ def test_mc3_vq_learns_the_synthetic_world(ray_session, tmp_path_factory, tmp_pa
     assert last["r1_audio_video"] > 4 * chance
     assert last["r1_text_video"] > 4 * chance
     assert last["stage"] == 1  # refine reached
+    # held-out clips of another seed, reported during training (what Tune's ASHA reads)
+    assert history[-1]["val_clips"] == 64
+    assert last["val_mean_r5"] > 2 * (100 * 5 / 64)  # R@5 in percent; chance is 5 of 64 candidates

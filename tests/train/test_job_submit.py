@@ -94,7 +94,7 @@ def test_ray_job_submit_runs_training_with_token_auth(ray_head, synthetic_dir, t
         f"data.path={synthetic_dir}", f"run_dir={run_dir}",
         "data.batch_size=8", "trainer.max_steps=2", "trainer.report_every=1", "trainer.checkpoint_every=2",
     ]
-    deadline = time.monotonic() + 120
+    deadline = time.monotonic() + 300
     while True:  # the job server answers before the node's job agent has registered
         submit = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600, cwd=REPO)
         if "No available agent" not in submit.stderr or time.monotonic() > deadline:

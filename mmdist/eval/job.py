@@ -1,0 +1,187 @@
+"""`evaluate(...)`: checkpoint -> embeddings (Parquet) -> metrics.json -> report, in one run directory.
+
+    run_dir/embeddings/*.parquet    one row per clip (mmdist.eval.embed)
+    run_dir/metrics.json            sections retrieval, retrieval_action, retrieval_full_video,
+                                    discovery, probe, clustering, codebook (+ run information)
+    run_dir/curves.json             the discovery ROC / PR curves, point by point
+    run_dir/report.md, report.html, plots/*.png
+
+The model is rebuilt from the run config stored in the checkpoint (`mmdist_config.json`), so a
+checkpoint is evaluated without its training run directory.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import os
+import shutil
+
+from mmdist.data.decode import check_config_keys
+from mmdist.eval.analysis import compute_metrics
+from mmdist.eval.embed import read_embeddings
+from mmdist.eval.extract import extract_embeddings
+from mmdist.eval.report import write_report
+from mmdist.models import build_model
+from mmdist.models.checkpoint import load_model_state, load_run_config, local_checkpoint_dir
+
+EVAL_CONFIG_KEYS = {
+    "seed": int,
+    "decode_from_checkpoint": bool,
+    "batch_size": int,
+    "similarity": str,
+    "chunk_size": int,
+    "extract": {"actors": int, "cpus_per_actor": (int, float), "gpus_per_actor": (str, int, float), "torch_threads": int},
+    "retrieval": {"num_candidates": int, "draws": int, "group_label": (str, type(None))},
+    "discovery": {"label": str, "pairs": list},
+    "probe": {"label": str, "modalities": list, "test_fraction": float, "regularization_c": (int, float), "max_iter": int},
+    "clustering": {"label": str, "num_clusters": (int, type(None)), "n_init": int},
+    "codebook": {
+        "label": str,
+        "table_modality": str,
+        "table_rows": int,
+        "min_occurrence": int,
+        "joint_threshold": float,
+        "heatmap_labels": int,
+        "heatmap_codes": int,
+        "localise_codes": int,
+    },
+    "report": {"enabled": bool, "map_method": str},
+}
+DECODE_SECTIONS = ("video", "audio", "text")  # how clips become tensors: must match what the model was trained on
+REDACTED = "***"
+
+
+def check_eval_config(eval_cfg: dict) -> dict:
+    """Keys and types of the `eval` config (configs/eval/default.yaml); errors name the key."""
+    check_config_keys(eval_cfg, EVAL_CONFIG_KEYS, "eval")
+    if eval_cfg["batch_size"] < 1:
+        raise ValueError(f"eval.batch_size must be >= 1, got {eval_cfg['batch_size']}")
+    for pair in eval_cfg["discovery"]["pairs"]:
+        if not isinstance(pair, list) or len(pair) != 2:
+            raise ValueError(f"eval.discovery.pairs must hold [modality, modality] pairs, got {pair!r}")
+    return eval_cfg
+
+
+def resolve_checkpoint(checkpoint: str, training_run_dir: str | None) -> tuple[str, str | None]:
+    """A checkpoint URI, or a training run directory (its checkpoint.txt names the final checkpoint,
+    and its metrics.json gives the training curves)."""
+    marker = os.path.join(checkpoint, "checkpoint.txt")
+    if "://" not in checkpoint and os.path.isfile(marker):
+        with open(marker) as handle:
+            uri = handle.read().strip()
+        if not uri or uri == "None":
+            raise FileNotFoundError(f"{marker} names no checkpoint (the run saved none)")
+        return uri, training_run_dir or checkpoint
+    return checkpoint, training_run_dir
+
+
+def eval_data_config(data_cfg: dict, trained_data_cfg: dict, from_checkpoint: bool) -> dict:
+    """The data config extraction uses: the job's, with the decode sections of the training run when
+    `eval.decode_from_checkpoint` (the model only understands clips decoded as in training)."""
+    data_cfg = copy.deepcopy(data_cfg)
+    if not from_checkpoint:
+        return data_cfg
+    for section in DECODE_SECTIONS:
+        for key, value in trained_data_cfg[section].items():
+            if value == REDACTED:  # a stored config hides values whose key looks secret (mmdist.config.redact)
+                print(f"[evaluate] data.{section}.{key} is redacted in the checkpoint's config; using {data_cfg[section][key]!r}")
+                continue
+            data_cfg[section][key] = copy.deepcopy(value)
+    return data_cfg
+
+
+def model_info(model_cfg: dict, data_cfg: dict, state: dict) -> dict:
+    """What the analysis needs from the model: codebook size and vectors, and the video code grid."""
+    if not model_cfg["codebook"]["enabled"]:
+        return {"num_codes": 0, "codebook": None, "grids": {}}
+    model = build_model(model_cfg, data_cfg)
+    grids = {}
+    if "video" in model.encoders:
+        encoder, video = model.encoders["video"], data_cfg["video"]
+        side = math.ceil(video["size"] / encoder.spatial_stride)
+        grids["video"] = (math.ceil(video["num_frames"] / encoder.temporal_stride), side, side)  # the encoder's (t, h, w)
+    codebook = state["codes.quantizer.embed"].float().numpy()  # [V, D_code]
+    return {"num_codes": codebook.shape[0], "codebook": codebook, "grids": grids}
+
+
+def code_grids(rows: dict, video_grid: dict) -> dict:
+    """Position grids of every modality with codes: video (t, h, w) from the model, audio and text
+    are sequences (one axis, their code width)."""
+    grids = dict(video_grid)
+    for m in ("audio", "text"):
+        if f"codes_{m}" in rows:
+            grids[m] = (rows[f"codes_{m}"].shape[1],)
+    return grids
+
+
+def read_history(training_run_dir: str | None) -> list[dict]:
+    if training_run_dir is None:
+        return []
+    path = os.path.join(training_run_dir, "metrics.json")
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"training_run_dir {training_run_dir} has no metrics.json")
+    with open(path) as handle:
+        return json.load(handle).get("history", [])
+
+
+def json_safe(value):
+    """NaN / inf become null (strict JSON); numpy scalars and arrays become Python values."""
+    if isinstance(value, dict):
+        return {str(key): json_safe(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(item) for item in value]
+    if hasattr(value, "tolist"):
+        return json_safe(value.tolist())
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def evaluate(
+    checkpoint_uri: str,
+    data_cfg: dict,
+    storage_cfg: dict,
+    eval_cfg: dict,
+    run_dir: str,
+    training_run_dir: str | None = None,
+) -> dict:
+    """Extract embeddings of every clip under `data.path` with an actor pool, write them as Parquet
+    in `run_dir/embeddings`, compute every metric from those files, write metrics.json and the report.
+
+    Runs on the connected Ray (the job connects with `mmdist.runtime.init_ray`). Returns metrics.json's dict.
+    """
+    check_eval_config(eval_cfg)
+    checkpoint_uri, training_run_dir = resolve_checkpoint(checkpoint_uri, training_run_dir)
+    folder = local_checkpoint_dir(checkpoint_uri, storage_cfg["endpoint_url"])
+    try:
+        run_config, state = load_run_config(folder), load_model_state(folder)
+    finally:
+        if folder != checkpoint_uri.removeprefix("file://"):
+            shutil.rmtree(folder, ignore_errors=True)  # a download of s3://...
+    model_cfg = run_config["model"]
+    data_cfg = eval_data_config(data_cfg, run_config["data"], eval_cfg["decode_from_checkpoint"])
+    info = model_info(model_cfg, data_cfg, state)
+
+    os.makedirs(run_dir, exist_ok=True)
+    embeddings_dir = os.path.join(run_dir, "embeddings")
+    extraction = extract_embeddings(state, model_cfg, data_cfg, storage_cfg, eval_cfg, embeddings_dir, eval_cfg["seed"])
+    rows = read_embeddings(embeddings_dir)
+    info["grids"] = code_grids(rows, info["grids"])
+    metrics, artifacts = compute_metrics(rows, eval_cfg, info)
+    metrics = {
+        "checkpoint": checkpoint_uri,
+        "recipe": run_config.get("recipe", {}).get("name"),
+        "data_path": data_cfg["path"],
+        "embeddings": embeddings_dir,
+        "dropped": extraction["dropped"],
+        **metrics,
+    }
+    with open(os.path.join(run_dir, "metrics.json"), "w") as handle:
+        json.dump(json_safe(metrics), handle, indent=1)
+    with open(os.path.join(run_dir, "curves.json"), "w") as handle:
+        json.dump(json_safe(artifacts.get("discovery_curves", {})), handle)
+    if eval_cfg["report"]["enabled"]:
+        write_report(metrics, artifacts, read_history(training_run_dir), run_dir)
+    return json_safe(metrics)

@@ -1,0 +1,166 @@
+"""`report.md` and a self-contained `report.html` (PNG plots inlined as base64) beside metrics.json.
+
+The report is built once as a list of blocks (heading, text, table, image) and rendered twice,
+so the two files always say the same thing. Plots go to `<run_dir>/plots/`.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import os
+
+from mmdist.eval import plots
+
+RETRIEVAL_COLUMNS = ("R@1", "R@5", "R@10", "MdR", "MnR")
+
+
+def _fmt(value) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.0f}" if abs(value) >= 100 else f"{value:.3g}"  # three significant digits
+    return str(value)
+
+
+def _table(header: list[str], rows: list[list]) -> tuple:
+    return ("table", header, [[_fmt(cell) for cell in row] for row in rows])
+
+
+def _section_table(section: dict, columns: tuple[str, ...], first: str) -> tuple:
+    return _table([first, *columns], [[name, *(values.get(c) for c in columns)] for name, values in section.items()])
+
+
+def build_blocks(metrics: dict, artifacts: dict, history: list[dict], plot_dir: str) -> list[tuple]:
+    """The report's content, top to bottom."""
+    os.makedirs(plot_dir, exist_ok=True)
+    blocks: list[tuple] = [("h1", "Evaluation report"), ("p", f"Checkpoint `{metrics.get('checkpoint')}`; {metrics['num_clips']} clips evaluated, data `{metrics.get('data_path')}`.")]
+    if metrics.get("dropped"):
+        blocks.append(("p", f"Records dropped while decoding: {metrics['dropped']}."))
+
+    blocks.append(("h2", "Retrieval"))
+    blocks.append(("p", "Pessimistic ties (SPEC Sec. 5). Instance retrieval: the clip's own other modality is the only positive; "
+                        "candidates per draw and draws as listed (the 1k-candidates protocol when there are more clips). "
+                        "R@k in percent, chance R@1 = 100 / candidates."))
+    if metrics["retrieval"]:
+        blocks.append(_section_table(metrics["retrieval"], (*RETRIEVAL_COLUMNS, "num_candidates", "draws"), "query -> candidate"))
+    if metrics["retrieval_action"]:
+        blocks.append(("h3", "Retrieval by action group (any clip of the same action is a positive, MC3 Sec. 6.2)"))
+        blocks.append(_section_table(metrics["retrieval_action"], (*RETRIEVAL_COLUMNS, "num_candidates"), "query -> candidate"))
+    if metrics["retrieval_full_video"]:
+        blocks.append(("h3", "Text to full video by caption averaging (MCN Sec. 4.5)"))
+        blocks.append(_section_table(metrics["retrieval_full_video"], (*RETRIEVAL_COLUMNS, "num_videos", "num_captions"), "query -> candidate"))
+
+    blocks.append(("h2", "Sounding-action discovery (MC3 Sec. 6.1)"))
+    if metrics["discovery"]:
+        blocks.append(_section_table(metrics["discovery"], ("roc_auc", "pr_auc", "positive_rate", "num_clips"), "pair"))
+        path = plots.discovery_curves_figure(artifacts.get("discovery_curves", {}), metrics["discovery"], os.path.join(plot_dir, "discovery_curves.png"))
+        blocks.append(("img", path, "ROC and precision-recall curves: cosine similarity as the sounding score"))
+    else:
+        blocks.append(("p", "No clip had both classes of the discovery label."))
+
+    if metrics["probe"]:
+        blocks.append(("h2", "Linear probe on frozen embeddings"))
+        blocks.append(_section_table({m: v for m, v in metrics["probe"].items() if "skipped" not in v}, ("top1", "top5", "mean_class_accuracy", "map", "mean_auc", "num_train", "num_test", "num_classes"), "embedding"))
+    if metrics["clustering"]:
+        blocks.append(("h2", "Clustering (k-means; MCN Appendix B.2)"))
+        blocks.append(_section_table(metrics["clustering"], ("nmi", "ari", "accuracy", "mean_entropy", "mean_max_purity", "num_clusters"), "embedding"))
+
+    book = metrics["codebook"]
+    if book:
+        blocks += codebook_blocks(book, artifacts, plot_dir)
+
+    blocks.append(("h2", "Training curves"))
+    path = plots.training_curves_figure(history, os.path.join(plot_dir, "training_curves.png"))
+    blocks.append(("img", path, "from the training run's metrics.json history") if path else ("p", "No training history given."))
+    return blocks
+
+
+def codebook_blocks(book: dict, artifacts: dict, plot_dir: str) -> list[tuple]:
+    modalities = [key.removeprefix("active_codes_") for key in book if key.startswith("active_codes_")]
+    blocks: list[tuple] = [("h2", "Codebook (CMCM Sec. 4.3)")]
+    blocks.append(_table(
+        ["modality", "active codes", "perplexity", "label purity (%)", "dominated codewords"],
+        [[m, book[f"active_codes_{m}"], book[f"perplexity_{m}"], book.get(f"label_purity_{m}"), book[f"dominated_by_{m}"]] for m in modalities],
+    ))
+    blocks.append(("p", f"{book['active_codes']} active codewords, perplexity {book['perplexity']:.1f}; "
+                        f"{book['jointly_used']} jointly used (no modality above {100 * book['joint_threshold']:.0f} % of the uses): "
+                        f"share {book['jointly_used_share']:.3f}."))
+    if "heatmap" in artifacts:
+        path = plots.heatmaps_figure(artifacts["heatmap"], artifacts["label_names"], os.path.join(plot_dir, "label_given_codeword.png"))
+        if path:
+            blocks.append(("img", path, "P(label | codeword) per modality (CMCM Fig. 3)"))
+    path = plots.codebook_map_figure(artifacts["codebook_map"], os.path.join(plot_dir, "codebook_map.png"))
+    if path:
+        blocks.append(("img", path, "Codebook in 2-D, coloured by dominant modality (CMCM Fig. 6)"))
+    if book.get("table"):
+        blocks.append(("h3", f"Codewords ranked by the precision of their top label on {book['table_modality']} inputs (CMCM Table 2)"))
+        extra = [key for key in book["table"][0] if key.endswith(("_occurrence", "_precision")) and key != "second_precision"]
+        columns = ["rank", "code", "occurrence", "top_label", "precision", "second_label", "second_precision", *extra]
+        blocks.append(_table(columns, [[row.get(c) for c in columns] for row in book["table"]]))
+    if book.get("localisation"):
+        blocks.append(("h3", "Codeword localisation (mean position of its occurrences, 0 = start / top / left, 1 = end / bottom / right)"))
+        rows = []
+        for entry in book["localisation"]:
+            for m in ("video", "audio", "text"):
+                if m in entry:
+                    where = ", ".join(f"{axis} {value:.2f}" for axis, value in entry[m].items() if axis != "per_clip")
+                    rows.append([entry["code"], m, where, entry[m]["per_clip"]])
+        blocks.append(_table(["code", "modality", "mean position", "occurrences per clip"], rows))
+        path = plots.localisation_figure(artifacts.get("localisation_maps", {}), os.path.join(plot_dir, "codeword_localisation.png"))
+        if path:
+            blocks.append(("img", path, "Codeword localisation: where and when the top codewords fire (CMCM Fig. 4)"))
+    return blocks
+
+
+def render_markdown(blocks: list[tuple], base_dir: str) -> str:
+    lines = []
+    for block in blocks:
+        kind = block[0]
+        if kind in ("h1", "h2", "h3"):
+            lines += ["#" * int(kind[1]) + " " + block[1], ""]
+        elif kind == "p":
+            lines += [block[1], ""]
+        elif kind == "table":
+            _, header, rows = block
+            lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+            lines += ["| " + " | ".join(row) + " |" for row in rows] + [""]
+        elif kind == "img":
+            lines += [f"![{block[2]}]({os.path.relpath(block[1], base_dir)})", "", f"*{block[2]}*", ""]
+    return "\n".join(lines)
+
+
+def render_html(blocks: list[tuple]) -> str:
+    body = []
+    for block in blocks:
+        kind = block[0]
+        if kind in ("h1", "h2", "h3"):
+            body.append(f"<{kind}>{html.escape(block[1])}</{kind}>")
+        elif kind == "p":
+            body.append(f"<p>{html.escape(block[1])}</p>")
+        elif kind == "table":
+            _, header, rows = block
+            head = "".join(f"<th>{html.escape(cell)}</th>" for cell in header)
+            cells = "".join("<tr>" + "".join(f"<td>{html.escape(cell)}</td>" for cell in row) + "</tr>" for row in rows)
+            body.append(f"<table><thead><tr>{head}</tr></thead><tbody>{cells}</tbody></table>")
+        elif kind == "img":
+            with open(block[1], "rb") as handle:
+                data = base64.b64encode(handle.read()).decode("ascii")
+            body.append(f'<figure><img src="data:image/png;base64,{data}" alt="{html.escape(block[2])}"><figcaption>{html.escape(block[2])}</figcaption></figure>')
+    style = (
+        "body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}"
+        "table{border-collapse:collapse;margin:1em 0;font-size:13px}td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}"
+        "th{background:#f0f0f0}img{max-width:100%}figcaption{font-style:italic;font-size:13px}"
+    )
+    return f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>mmdist evaluation</title><style>{style}</style></head><body>{''.join(body)}</body></html>"
+
+
+def write_report(metrics: dict, artifacts: dict, history: list[dict], run_dir: str) -> dict[str, str]:
+    """Write report.md, report.html and plots/*.png into `run_dir`; returns their paths."""
+    blocks = build_blocks(metrics, artifacts, history, os.path.join(run_dir, "plots"))
+    paths = {"markdown": os.path.join(run_dir, "report.md"), "html": os.path.join(run_dir, "report.html")}
+    with open(paths["markdown"], "w") as handle:
+        handle.write(render_markdown(blocks, run_dir))
+    with open(paths["html"], "w") as handle:
+        handle.write(render_html(blocks))
+    return paths

@@ -1,0 +1,144 @@
+"""Retrieval metrics against hand-worked cases and naive loops (SPEC Sec. 5, 8.9)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from mmdist.eval import (
+    chunked_ranks,
+    chunked_topk,
+    full_video_similarity,
+    metrics_from_ranks,
+    ranks_from_similarity,
+    retrieval_metrics,
+    sampled_retrieval,
+)
+from mmdist.eval.retrieval import similarity_space
+
+
+def naive_ranks(sim: np.ndarray, positives: np.ndarray) -> list[int]:
+    """Rank of the best positive with pessimistic ties, by explicit loops."""
+    ranks = []
+    for i in range(sim.shape[0]):
+        best = max(sim[i, j] for j in range(sim.shape[1]) if positives[i, j])
+        ranks.append(sum(1 for j in range(sim.shape[1]) if sim[i, j] >= best))
+    return ranks
+
+
+def test_hand_worked_case():
+    sim = np.array([[0.9, 0.1, 0.5], [0.8, 0.7, 0.2], [0.3, 0.3, 0.3]])
+    # query 0: its positive is the largest -> 1; query 1: 0.8 beats 0.7 -> 2; query 2: a 3-way tie -> 3
+    assert ranks_from_similarity(sim).tolist() == [1, 2, 3]
+    metrics = retrieval_metrics(sim)
+    assert metrics["R@1"] == pytest.approx(100 / 3)
+    assert metrics["R@5"] == metrics["R@10"] == 100.0
+    assert metrics["MdR"] == 2.0 and metrics["MnR"] == 2.0
+
+
+@pytest.mark.parametrize("n", [2, 7, 50])
+def test_constant_similarities_rank_every_positive_last(n):
+    metrics = retrieval_metrics(np.full((n, n), 0.25))
+    assert metrics["R@1"] == 0.0
+    assert metrics["MdR"] == n and metrics["MnR"] == n
+    assert metrics["R@10"] == (100.0 if n <= 10 else 0.0)
+
+
+def test_median_of_an_even_count_is_the_mean_of_the_middle_ranks():
+    assert metrics_from_ranks([1, 2, 3, 10])["MdR"] == 2.5
+    assert metrics_from_ranks([4, 1])["MdR"] == 2.5
+
+
+def test_positive_mask_uses_the_best_positive_and_counts_ties_against_it():
+    sim = np.array([[0.1, 0.9, 0.5, 0.9, 0.2]])
+    positives = np.array([[True, False, True, False, False]])
+    # best positive 0.5 (candidate 2); 0.9, 0.9 and itself are >= 0.5
+    assert ranks_from_similarity(sim, positives).tolist() == [3]
+    # a second positive tied with a negative: both count
+    positives = np.array([[False, True, False, False, False]])
+    assert ranks_from_similarity(sim, positives).tolist() == [2]
+
+
+def test_query_without_positive_is_an_error_naming_the_row():
+    sim = np.zeros((3, 3))
+    positives = np.eye(3, dtype=bool)
+    positives[1, 1] = False
+    with pytest.raises(ValueError, match=r"\[1\]"):
+        ranks_from_similarity(sim, positives)
+
+
+def test_nan_similarities_are_rejected():
+    sim = np.eye(3)
+    sim[0, 1] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        retrieval_metrics(sim)
+
+
+def test_matches_naive_loops_with_many_ties():
+    rng = np.random.default_rng(0)
+    sim = rng.integers(0, 4, size=(30, 40)).astype(np.float64)  # coarse values: ties everywhere
+    diagonal = np.zeros((30, 40), dtype=bool)
+    diagonal[np.arange(30), np.arange(30)] = True
+    assert ranks_from_similarity(sim).tolist() == naive_ranks(sim, diagonal)
+    groups_q, groups_c = rng.integers(0, 5, 30), rng.integers(0, 5, 40)
+    groups_c[:5] = np.arange(5)  # every group has a candidate
+    positives = groups_q[:, None] == groups_c[None, :]
+    assert ranks_from_similarity(sim, positives).tolist() == naive_ranks(sim, positives)
+
+
+@pytest.mark.parametrize("chunk_size", [1, 7, 64, 1000])
+def test_chunked_equals_unchunked(chunk_size):
+    rng = np.random.default_rng(1)
+    queries = similarity_space(rng.normal(size=(64, 16)), "cosine")
+    candidates = similarity_space(rng.normal(size=(64, 16)), "cosine")
+    full = (queries @ candidates.T).numpy()
+    assert chunked_ranks(queries, candidates, chunk_size).tolist() == ranks_from_similarity(full).tolist()
+    groups = rng.integers(0, 6, 64)
+    grouped = chunked_ranks(queries, candidates, chunk_size, groups, groups)
+    assert grouped.tolist() == ranks_from_similarity(full, groups[:, None] == groups[None, :]).tolist()
+
+
+def test_chunked_topk_equals_full_topk():
+    rng = np.random.default_rng(2)
+    queries, candidates = torch.tensor(rng.normal(size=(50, 8)), dtype=torch.float32), torch.tensor(rng.normal(size=(80, 8)), dtype=torch.float32)
+    values, indices = chunked_topk(queries, candidates, k=5, chunk_size=7)
+    full = (queries @ candidates.T).topk(5, dim=1)
+    torch.testing.assert_close(values, full.values)
+    assert torch.equal(indices, full.indices)
+
+
+def test_sampled_retrieval_averages_independent_draws():
+    rng = np.random.default_rng(3)
+    queries, candidates = rng.normal(size=(40, 8)), rng.normal(size=(40, 8))
+    queries[:, 0] += 3 * candidates[:, 0]  # some signal, so the draws differ
+    result = sampled_retrieval(queries, candidates, "cosine", 16, num_candidates=10, draws=3, seed=5)
+    # the same draws, scored on the full matrix of each subset
+    draw_rng = np.random.default_rng(5)
+    expected = []
+    for _ in range(3):
+        subset = np.sort(draw_rng.choice(40, size=10, replace=False))
+        q, c = similarity_space(queries[subset], "cosine"), similarity_space(candidates[subset], "cosine")
+        expected.append(retrieval_metrics((q @ c.T).numpy()))
+    for name in ("R@1", "R@5", "R@10", "MdR", "MnR"):
+        assert result[name] == pytest.approx(np.mean([m[name] for m in expected]))
+    assert result["num_candidates"] == 10 and result["draws"] == 3
+    # fewer clips than the pool: every clip, once
+    small = sampled_retrieval(queries, candidates, "dot", 16, num_candidates=1000, draws=5, seed=0)
+    assert small["draws"] == 1 and small["num_candidates"] == 40
+    assert small["R@1"] == retrieval_metrics(queries @ candidates.T)["R@1"]
+
+
+def test_full_video_caption_averaging_matches_loops():
+    rng = np.random.default_rng(4)
+    text, clips = rng.normal(size=(9, 6)), rng.normal(size=(11, 6))
+    text_video = np.array(["a", "a", "b", "c", "c", "c", "b", "a", "d"])
+    clip_video = np.array(["b", "a", "a", "c", "d", "d", "b", "c", "a", "b", "c"])
+    scores, videos = full_video_similarity(text, text_video, clips, clip_video, "cosine", chunk_size=4)
+    assert videos.tolist() == ["a", "b", "c", "d"]
+    tn = text / np.linalg.norm(text, axis=1, keepdims=True)
+    cn = clips / np.linalg.norm(clips, axis=1, keepdims=True)
+    for i, query in enumerate(videos):
+        for j, target in enumerate(videos):
+            per_caption = [max(tn[t] @ cn[c] for c in range(11) if clip_video[c] == target) for t in range(9) if text_video[t] == query]
+            assert scores[i, j] == pytest.approx(np.mean(per_caption), abs=1e-6)
