@@ -11,7 +11,6 @@ Each run is small (a few steps of the tiny model); what they check:
 from __future__ import annotations
 
 import json
-import os
 import signal
 import threading
 import time
@@ -19,7 +18,6 @@ from pathlib import Path
 
 import psutil
 import pytest
-import ray
 import torch
 from hydra import compose, initialize_config_dir
 

@@ -4,7 +4,6 @@ and the parameter gradients after DeepSpeed-style averaging. The model runs in f
 computes in float32 by design (SPEC 8.8), so the codebook path agrees to float32 precision."""
 
 import os
-import socket
 
 import torch
 import torch.distributed as torch_dist
@@ -14,6 +13,7 @@ from mmdist.models import build_model
 from mmdist.objectives import recipe_loss
 from mmdist.train.gather import gather_outputs
 from mmdist.train.sync_batchnorm import convert_to_global_batchnorm
+from tests.conftest import free_port
 from tests.models.conftest import DATA_CFG, make_batch, preset
 
 RECIPE = {
@@ -27,11 +27,6 @@ RECIPE = {
     "cmcm_alpha": 0.1,
 }
 
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _model():
@@ -75,7 +70,7 @@ def test_two_processes_give_the_single_process_loss_and_gradients():
 
     context = mp.get_context("spawn")
     queue = context.Queue()
-    port = _free_port()
+    port = free_port()
     processes = [context.Process(target=_worker, args=(rank, 2, port, queue)) for rank in range(2)]
     for process in processes:
         process.start()

@@ -2,21 +2,15 @@
 outputs, running statistics and parameter gradients after averaging (the DeepSpeed convention)."""
 
 import os
-import socket
 
-import pytest
 import torch
 import torch.distributed as torch_dist
 import torch.multiprocessing as mp
 from torch import nn
 
 from mmdist.train.sync_batchnorm import GlobalBatchNorm, convert_to_global_batchnorm
+from tests.conftest import free_port
 
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _make_net() -> nn.Module:
@@ -58,7 +52,7 @@ def test_global_batchnorm_matches_single_process_on_concatenated_batch():
 
     context = mp.get_context("spawn")
     queue = context.Queue()
-    port = _free_port()
+    port = free_port()
     processes = [context.Process(target=_worker, args=(rank, 2, port, queue)) for rank in range(2)]
     for process in processes:
         process.start()
