@@ -40,6 +40,9 @@ def ray_head(tmp_path_factory):
             f"--port={gcs_port}", "--node-ip-address=127.0.0.1",
             "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard_port}",
             "--num-cpus=4", f"--temp-dir={temp_dir}", "--disable-usage-stats",
+            # `ray start` defaults the job agent to port 52365; when anything else holds it the
+            # agent stays up without HTTP and every submit answers "No available agent"
+            "--dashboard-agent-listen-port=0",
         ],
         env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
     )
