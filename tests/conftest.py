@@ -5,6 +5,13 @@
 * `world_cfg`: the make_dataset job config, composed by Hydra exactly as the job composes it;
   `job_cfg(name, overrides)` does the same for any job config.
 * `synthetic_dir` (session): a small synthetic world on local disk (24 clips, seed 0, 3 shards).
+* `one_torch_thread` (autouse): one intra-op torch thread in the test process.
+* `ray_session` (session): one local Ray, started as the jobs start it (mmdist.runtime.init_ray).
+* `learning_worlds` (session): a 160-clip training world and a 64-clip held-out world of another seed.
+* `learned_run` (session): a 120-step, 2-worker mc3_vq training run on `learning_worlds`, validated
+  on the held-out world during training. The learning test (tests/train) checks it learned; the
+  evaluation tests (tests/eval) evaluate its checkpoint. One run serves both: it is the slowest thing
+  the suite does.
 """
 
 from __future__ import annotations
@@ -19,6 +26,7 @@ import urllib.request
 import uuid
 
 import pytest
+import torch
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 CONFIG_DIR = REPO / "configs"
@@ -127,3 +135,65 @@ def synthetic_dir(tmp_path_factory) -> str:
     cfg = load_job_cfg("make_dataset", ("rows_per_shard=8",))
     generate_world(out, num_clips=24, seed=0, cfg=cfg)
     return out
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """The machine is shared and the tensors here are small: one intra-op thread."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session")
+def ray_session():
+    from mmdist.runtime import init_ray
+
+    init_ray({"address": None, "num_cpus": 4})
+    yield
+    import ray
+
+    ray.shutdown()
+
+
+HELD_OUT_CLIPS = 64
+LEARNING_STEPS = 120
+
+
+def learning_run_overrides(data_path: str, run_dir, held_out: str | None = None) -> list[str]:
+    """The learning run's training config. Frames are decoded smaller than the defaults (32 x 32 crops
+    of 40 x 40: a quarter of the pixels) so 120 steps fit the test budget."""
+    validation = [f"validation.path={held_out}", "validation.every=60"] if held_out else []
+    return [
+        f"data.path={data_path}", f"run_dir={run_dir}", "recipe=mc3_vq", "seed=0",
+        "data.video.resize=40", "data.video.size=32", "data.batch_size=32",
+        "trainer.num_workers=2", f"trainer.max_steps={LEARNING_STEPS}", "trainer.report_every=20",
+        f"trainer.checkpoint_every={LEARNING_STEPS}", "trainer.warmup_steps=10", "trainer.lr=3e-3",
+        "recipe.align_steps=60", *validation,
+    ]
+
+
+@pytest.fixture(scope="session")
+def learning_worlds(tmp_path_factory) -> dict[str, str]:
+    from mmdist.data.synthetic import generate_world
+
+    root = tmp_path_factory.mktemp("learning-worlds")
+    cfg = load_job_cfg("make_dataset", ("rows_per_shard=32",))
+    generate_world(str(root / "train"), num_clips=160, seed=1, cfg=cfg)
+    generate_world(str(root / "held_out"), num_clips=HELD_OUT_CLIPS, seed=2, cfg=cfg)  # another seed: unseen clips
+    return {"train": str(root / "train"), "held_out": str(root / "held_out")}
+
+
+@pytest.fixture(scope="session")
+def learned_run(ray_session, learning_worlds, tmp_path_factory) -> types.SimpleNamespace:
+    """.run_dir, .summary (what `fit` returned) of the learning run."""
+    from hydra import compose, initialize_config_dir
+
+    from mmdist.train import fit
+
+    run_dir = tmp_path_factory.mktemp("learned")
+    overrides = learning_run_overrides(learning_worlds["train"], run_dir, held_out=learning_worlds["held_out"])
+    with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
+        summary = fit(compose("train", overrides=overrides))
+    return types.SimpleNamespace(run_dir=run_dir, summary=summary)

@@ -24,12 +24,6 @@ from mmdist.objectives import OnlineKMeans, cmcm_loss, code_distribution, info_n
 from mmdist.vq import VectorQuantizer
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 WORLD = 2
 LOCAL = 4  # clips per rank

@@ -10,12 +10,6 @@ import torch
 from mmdist.vq import ModalityBatchNorm, VectorQuantizer, perplexity, squared_distances
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def _set_codebook(vq: VectorQuantizer, codes: torch.Tensor, counts: torch.Tensor | None = None) -> None:

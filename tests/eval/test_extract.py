@@ -13,7 +13,7 @@ import pytest
 from mmdist.data.pipeline import ClipDecoder
 from mmdist.data.synthetic import actions
 from mmdist.eval import check_eval_config, embed_batch, read_embeddings, to_torch_batch
-from tests.eval.conftest import HELD_OUT_CLIPS
+from tests.conftest import HELD_OUT_CLIPS
 
 
 def single_process_rows(model, data_cfg: dict, data_path: str) -> dict[str, np.ndarray]:
@@ -28,11 +28,11 @@ def single_process_rows(model, data_cfg: dict, data_path: str) -> dict[str, np.n
 
 
 @pytest.mark.slow
-def test_two_actors_write_what_one_process_computes(untrained_eval, worlds):
+def test_two_actors_write_what_one_process_computes(untrained_eval, learning_worlds):
     # the job ran with eval.extract.actors = 2 (configs/eval/default.yaml) and batches of 32 over shards of 32
     assert untrained_eval.metrics["num_clips"] == HELD_OUT_CLIPS
     rows = read_embeddings(str(untrained_eval.run_dir / "embeddings"))
-    reference = single_process_rows(untrained_eval.model, untrained_eval.run_config["data"], worlds["held_out"])
+    reference = single_process_rows(untrained_eval.model, untrained_eval.run_config["data"], learning_worlds["held_out"])
 
     assert rows["clip_id"].tolist() == reference["clip_id"].tolist()
     for name, value in reference.items():

@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 
-from tests.eval.conftest import HELD_OUT_CLIPS
+from tests.conftest import HELD_OUT_CLIPS
 
 pytestmark = pytest.mark.slow
 CHANCE_R1, CHANCE_MDR = 100 / HELD_OUT_CLIPS, HELD_OUT_CLIPS / 2

@@ -19,14 +19,6 @@ DATA_CFG = {
 }
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def preset(name: str) -> dict:
     with open(CONFIGS / f"{name}.yaml") as handle:
         return yaml.safe_load(handle)
