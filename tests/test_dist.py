@@ -12,7 +12,6 @@ concatenated batch, done here in the parent process:
 
 from __future__ import annotations
 
-import socket
 
 import pytest
 import torch
@@ -22,6 +21,7 @@ import torch.multiprocessing as mp
 from mmdist import dist
 from mmdist.objectives import OnlineKMeans, cmcm_loss, code_distribution, info_nce, mil_nce, mms_loss, recipe_loss
 from mmdist.vq import VectorQuantizer
+from tests.conftest import free_port
 
 
 
@@ -163,16 +163,10 @@ def _worker(rank: int, port: int, out_dir: str) -> None:
         torch_dist.destroy_process_group()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def ranks(tmp_path_factory):
     out_dir = tmp_path_factory.mktemp("dist")
-    mp.spawn(_worker, args=(_free_port(), str(out_dir)), nprocs=WORLD, join=True)
+    mp.spawn(_worker, args=(free_port(), str(out_dir)), nprocs=WORLD, join=True)
     return [torch.load(out_dir / f"rank{r}.pt", weights_only=False) for r in range(WORLD)]
 
 

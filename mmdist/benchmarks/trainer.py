@@ -166,6 +166,6 @@ def _ray_deepspeed_loop(args: dict) -> None:
     times = []
     for step in range(args["steps"]):
         begin = _clocks()
-        train_step(engine, batches[step % len(batches)], config["recipe"], step, kmeans)
+        train_step(engine, batches[step % len(batches)], config["recipe"], step, kmeans, config["trainer"]["grad_clip"])
         times.append(_elapsed(begin))
     ray.get(args["timings"].append.remote({"step": 0, "step_times": times}))

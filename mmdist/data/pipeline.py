@@ -297,7 +297,7 @@ def build_dataset(
         },
         batch_size=decode["batch_size"],
         batch_format="pyarrow",
-        concurrency=decode["concurrency"],
+        compute=ray.data.TaskPoolStrategy(size=decode["concurrency"]),  # `concurrency=` is deprecated since Ray 2.51
         num_cpus=decode["num_cpus"],
     )
     dataset.decode_stats_name = stats_name

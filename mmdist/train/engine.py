@@ -38,13 +38,19 @@ def deepspeed_config(trainer_cfg: dict, micro_batch: int) -> dict:
     precision = trainer_cfg["precision"]
     if precision not in PRECISIONS:
         raise ValueError(f"trainer.precision must be one of {PRECISIONS}, got {precision!r}")
+    if not isinstance(trainer_cfg["warmup_steps"], int) or trainer_cfg["warmup_steps"] < 1:
+        # DeepSpeed's WarmupCosineLR refuses 0 (inside the workers, after Ray has started)
+        raise ValueError(f"trainer.warmup_steps must be an integer >= 1, got {trainer_cfg['warmup_steps']!r}")
     zero: dict[str, Any] = {"stage": stage}
     if trainer_cfg["offload_optimizer"]:
         zero["offload_optimizer"] = {"device": "cpu"}
     config: dict[str, Any] = {
         "train_micro_batch_size_per_gpu": micro_batch,
         "gradient_accumulation_steps": trainer_cfg["grad_accum_steps"],
-        "gradient_clipping": trainer_cfg["grad_clip"],
+        # ZeRO 0: mmdist.train.loop.optimizer_step clips with torch's fused clip_grad_norm_, whose return
+        # value is the norm it reports (one pass over the gradients instead of DeepSpeed's per-tensor
+        # loop plus ours). ZeRO 1-3 partition the gradients: their optimizer clips and keeps the norm.
+        "gradient_clipping": trainer_cfg["grad_clip"] if stage > 0 else 0.0,
         "zero_optimization": zero,
         "steps_per_print": 10**9,  # progress is ours: one line per report
         "wall_clock_breakdown": False,
@@ -83,6 +89,10 @@ def build_engine(model: torch.nn.Module, trainer_cfg: dict, micro_batch: int):
     engine, _, _, _ = deepspeed.initialize(
         model=model, optimizer=optimizer, config=deepspeed_config(trainer_cfg, micro_batch)
     )
+    if trainer_cfg["zero_stage"] == 0 and engine.dp_world_size == 1:
+        # one data-parallel rank: nothing to average, yet DeepSpeed would flatten every gradient,
+        # all-reduce it with itself and copy it back at each step
+        engine.enable_backward_allreduce = False
     return engine
 
 

@@ -21,6 +21,7 @@ from mmdist.config import redact
 from mmdist.data.pipeline import build_dataset
 from mmdist.data.storage import resolve_filesystem
 from mmdist.runtime import init_ray
+from mmdist.train.engine import deepspeed_config, micro_batch_size
 from mmdist.train.loop import train_loop_per_worker
 from mmdist.train.metrics import MetricsLog
 
@@ -34,6 +35,9 @@ def fit(cfg: DictConfig, callbacks: list | None = None) -> dict:
     os.makedirs(run_dir, exist_ok=True)
     write_resolved_config(config, os.path.join(run_dir, "config.yaml"))
 
+    # the DeepSpeed config is built in the workers; building it here first fails bad trainer keys
+    # before Ray starts, naming the key
+    deepspeed_config(trainer_cfg, micro_batch_size(config["data"]["batch_size"], trainer_cfg["num_workers"], trainer_cfg["grad_accum_steps"]))
     init_ray(config["ray"])
     # one progress line per report is ours; Ray Data's bars would interleave with it
     DataContext.get_current().enable_progress_bars = trainer_cfg["data_progress_bars"]

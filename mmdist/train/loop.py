@@ -57,7 +57,7 @@ def train_loop_per_worker(config: dict) -> None:
         for _ in range(trainer_cfg["grad_accum_steps"]):
             with timer.waiting():
                 batch = next(batches)
-            loss, terms, gathered, grad_norm = train_step(engine, batch, recipe_cfg, step, kmeans)
+            loss, terms, gathered, grad_norm = train_step(engine, batch, recipe_cfg, step, kmeans, trainer_cfg["grad_clip"])
             if grad_norm is not None:  # accumulation boundary: one figure per optimizer step
                 sums["grad_norm"] += grad_norm * trainer_cfg["grad_accum_steps"]
             for name, value in terms.items():
@@ -131,7 +131,7 @@ def setup_engine(config: dict, world_size: int, log: bool = False):
     return build_engine(model, trainer_cfg, micro_batch), micro_batch
 
 
-def train_step(engine, batch: dict, recipe_cfg: dict, step: int, kmeans):
+def train_step(engine, batch: dict, recipe_cfg: dict, step: int, kmeans, grad_clip: float):
     """One micro-step: forward, gather the global batch, recipe loss, backward, optimizer step.
 
     Returns (loss, loss terms, the gathered outputs, the gradient norm at an accumulation boundary
@@ -139,20 +139,26 @@ def train_step(engine, batch: dict, recipe_cfg: dict, step: int, kmeans):
     gathered = gather_outputs(engine(batch))
     loss, terms = recipe_loss(recipe_cfg, gathered, step, kmeans)
     engine.backward(loss)
-    return loss, terms, gathered, optimizer_step(engine)
+    return loss, terms, gathered, optimizer_step(engine, grad_clip)
 
 
-def optimizer_step(engine) -> float | None:
+def optimizer_step(engine, grad_clip: float) -> float | None:
     """`engine.step()`; at an accumulation boundary, returns the global gradient norm before clipping.
 
-    Without ZeRO, DeepSpeed all-reduces whole gradients in `backward` and keeps no norm, so it is
-    taken here before the step; with ZeRO the gradients are partitioned and the optimizer computes
-    the global norm inside `step`."""
+    Without ZeRO, DeepSpeed all-reduces whole gradients in `backward`, keeps no norm and is told not
+    to clip (mmdist.train.engine.deepspeed_config): the gradients are clipped to `grad_clip` here
+    (0: not clipped), by torch's fused clip_grad_norm_, which returns the norm. With ZeRO the
+    gradients are partitioned and the optimizer clips and computes the global norm inside `step`."""
     boundary = engine.is_gradient_accumulation_boundary()
     norm = None
     if boundary and engine.zero_optimization_stage() == 0:
-        grads = [param.grad.detach().float().norm() for param in engine.module.parameters() if param.grad is not None]
-        norm = float(torch.linalg.vector_norm(torch.stack(grads))) if grads else 0.0
+        grads = [param.grad for param in engine.module.parameters() if param.grad is not None]
+        if not grads:
+            norm = 0.0
+        elif grad_clip > 0:
+            norm = float(torch.nn.utils.clip_grad_norm_(engine.module.parameters(), grad_clip))
+        else:
+            norm = float(torch.nn.utils.get_total_norm(grads))
     engine.step()
     if boundary and norm is None:
         norm = float(engine.get_global_grad_norm())

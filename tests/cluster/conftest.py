@@ -13,15 +13,12 @@ to 127.0.0.1 alone is unreachable. No traffic leaves the machine either way.
 from __future__ import annotations
 
 import os
-import time
-import urllib.error
-import urllib.request
 
 from ray._common.utils import get_ray_address_file
 
 from hydra import compose, initialize_config_dir
 
-from tests.conftest import CONFIG_DIR, free_port  # noqa: F401  (re-exported for the tests here)
+from tests.conftest import CONFIG_DIR
 
 
 def forget_cluster_address(address: str) -> None:
@@ -34,21 +31,6 @@ def forget_cluster_address(address: str) -> None:
                 os.remove(path)
     except FileNotFoundError:
         pass
-
-
-def wait_for_dashboard(url: str, timeout_s: float, process=None) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if process is not None and process.poll() is not None:
-            raise RuntimeError(f"the Ray head exited with {process.returncode}")
-        try:
-            urllib.request.urlopen(f"{url}/api/version", timeout=2).close()
-            return
-        except urllib.error.HTTPError:
-            return  # it answered (401 under token authentication): it is up
-        except OSError:
-            time.sleep(0.5)
-    raise RuntimeError(f"no Ray dashboard at {url} after {timeout_s} s")
 
 
 def train_overrides(data_path: str, run_dir, *extra: str) -> list[str]:

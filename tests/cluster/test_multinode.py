@@ -15,7 +15,9 @@ from ray.cluster_utils import Cluster
 from ray.util.state import list_actors
 
 from mmdist.train import fit
-from tests.cluster.conftest import compose_train, forget_cluster_address, free_port, train_overrides, wait_for_dashboard
+from tests.cluster.conftest import compose_train, forget_cluster_address, train_overrides
+from tests.conftest import free_port
+from tests.ray_head import wait_for_dashboard
 
 pytestmark = pytest.mark.slow
 

@@ -21,6 +21,7 @@ from mmdist.data.storage import (
     write_bytes,
     write_shard,
 )
+from tests.conftest import free_port
 
 
 def small_table(prefix: str, rows: int = 3) -> pa.Table:
@@ -99,12 +100,6 @@ def test_configured_endpoint_wins_over_the_environment(s3_env, s3_server, monkey
     assert read_shard(path, fs).column("clip_id").to_pylist() == ["z0", "z1", "z2"]
     with pytest.raises(OSError, match="reading shard"):
         read_shard(path, resolve_filesystem(url, retries=0)[0], retries=0)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 class FlakyProxy:

@@ -36,7 +36,7 @@ def test_fp32_has_no_autocast(trainer_cfg):
     assert "torch_autocast" not in deepspeed_config(trainer_cfg, micro_batch=2)
 
 
-@pytest.mark.parametrize(("key", "value"), [("zero_stage", 4), ("precision", "fp16")])
+@pytest.mark.parametrize(("key", "value"), [("zero_stage", 4), ("precision", "fp16"), ("warmup_steps", 0)])
 def test_bad_trainer_values_name_the_key(trainer_cfg, key, value):
     trainer_cfg[key] = value
     with pytest.raises(ValueError, match=f"trainer.{key}"):
@@ -54,3 +54,105 @@ def test_secrets_are_redacted_from_the_written_config():
         "token": "***",
         "data": {"text": {"max_tokens": 16}},
     }
+
+
+def _clipping_run(trainer_cfg: dict, port: int, queue) -> None:
+    """In a fresh process (DeepSpeed initialises torch.distributed): 3 steps of a small model in a
+    1-rank ZeRO-0 engine through mmdist.train.loop.optimizer_step; puts (norms, lrs, parameters)."""
+    import os
+
+    import torch
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK="0", LOCAL_RANK="0", WORLD_SIZE="1")
+    import deepspeed
+
+    from mmdist.train.engine import build_engine
+    from mmdist.train.loop import optimizer_step
+
+    deepspeed.init_distributed(dist_backend="gloo")
+    torch.manual_seed(0)
+    engine = build_engine(_small_model(), trainer_cfg, micro_batch=8)
+    norms, lrs = [], []
+    for step in range(3):
+        lrs.append(engine.get_lr()[0])
+        engine.backward(_loss(engine.module, step))
+        norms.append(optimizer_step(engine, trainer_cfg["grad_clip"]))
+    queue.put((norms, lrs, {name: param.detach().clone() for name, param in engine.module.named_parameters()}))
+    torch.distributed.destroy_process_group()
+
+
+def _result_of(process, queue, timeout_s: float = 300):
+    """What `process` puts on `queue`; fails as soon as the process dies without putting it."""
+    import queue as queues
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            result = queue.get(timeout=1)
+        except queues.Empty:
+            assert process.is_alive(), f"the DeepSpeed process exited with {process.exitcode} (its traceback is above)"
+            continue
+        process.join(timeout=60)
+        return result
+    raise TimeoutError(f"no result from the DeepSpeed process in {timeout_s} s")
+
+
+def _small_model():
+    import torch
+
+    return torch.nn.Sequential(torch.nn.Linear(6, 16), torch.nn.ReLU(), torch.nn.Linear(16, 3))
+
+
+def _loss(model, step: int):
+    import torch
+
+    generator = torch.Generator().manual_seed(step)
+    inputs = torch.randn(8, 6, generator=generator) * (1 + 3 * step)  # gradient norms differ from step to step
+    return model(inputs).pow(2).mean()
+
+
+def test_zero0_step_clips_like_torch_and_reports_the_norm_before_clipping(trainer_cfg):
+    """Against a plain torch loop: AdamW with the same parameter groups and learning rates, clipped by
+    torch.nn.utils.clip_grad_norm_. Adam's later updates depend on how much each step was clipped, so
+    an unclipped or differently clipped run ends elsewhere."""
+    import torch
+    import torch.multiprocessing as mp
+
+    from tests.conftest import free_port
+
+    trainer_cfg.update(zero_stage=0, precision="fp32", grad_clip=0.5, warmup_steps=1, max_steps=3)
+    context = mp.get_context("spawn")
+    queue = context.Queue()
+    process = context.Process(target=_clipping_run, args=(trainer_cfg, free_port(), queue))
+    process.start()
+    norms, lrs, trained = _result_of(process, queue)
+
+    def reference(clip: bool):
+        torch.manual_seed(0)
+        model = _small_model()
+        decay = [p for p in model.parameters() if p.ndim > 1]
+        no_decay = [p for p in model.parameters() if p.ndim <= 1]
+        optimizer = torch.optim.AdamW(
+            [{"params": decay, "weight_decay": trainer_cfg["weight_decay"]}, {"params": no_decay, "weight_decay": 0.0}],
+            lr=trainer_cfg["lr"], betas=tuple(trainer_cfg["betas"]),
+        )
+        expected_norms = []
+        for step in range(3):
+            for group in optimizer.param_groups:
+                group["lr"] = lrs[step]
+            optimizer.zero_grad()
+            _loss(model, step).backward()
+            expected_norms.append(float(torch.nn.utils.get_total_norm([p.grad for p in model.parameters()])))
+            if clip:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), trainer_cfg["grad_clip"])
+            optimizer.step()
+        return expected_norms, dict(model.named_parameters())
+
+    expected_norms, clipped = reference(clip=True)
+    assert norms == pytest.approx(expected_norms, rel=1e-5)
+    assert min(expected_norms) > trainer_cfg["grad_clip"]  # every step was clipped
+    for name, param in clipped.items():
+        torch.testing.assert_close(trained[name], param.detach(), rtol=1e-5, atol=1e-6)
+    _, unclipped = reference(clip=False)
+    assert any(not torch.allclose(trained[name], param.detach(), atol=1e-4) for name, param in unclipped.items())
