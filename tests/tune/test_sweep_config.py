@@ -76,14 +76,17 @@ def compose_sweep(*overrides: str):
         return compose("sweep", overrides=["data.path=/data", *overrides])
 
 
-def test_run_sweep_fails_before_starting_ray_on_bad_input(tmp_path):
-    import ray
+def test_run_sweep_fails_before_starting_ray_on_bad_input(tmp_path, monkeypatch):
+    import mmdist.tune.sweep
 
+    def ray_started(ray_cfg):  # the suite's own Ray may already run in this process: watch the call
+        raise AssertionError("run_sweep reached init_ray before refusing the bad input")
+
+    monkeypatch.setattr(mmdist.tune.sweep, "init_ray", ray_started)
     with pytest.raises(ValueError, match="sweep.space.recipe.nope"):
         run_sweep(compose_sweep(f"run_dir={tmp_path}/a", "+sweep.space.recipe.nope={choice:[1]}", "sweep=smoke"), {}, [])
     with pytest.raises(ValueError, match="set validation.path"):
         run_sweep(compose_sweep(f"run_dir={tmp_path}/c"), {}, [])  # default metric val_mean_r5, no held-out data
     with pytest.raises(FileNotFoundError, match="sweep.final_eval.job"):
         run_sweep(compose_sweep(f"run_dir={tmp_path}/b", "sweep=smoke", "sweep.final_eval.enabled=true", "sweep.final_eval.job=jobs/nope.py"), {}, [])
-    assert not ray.is_initialized()
     assert Path(tmp_path / "a").is_dir()  # the run_dir exists; nothing else happened
