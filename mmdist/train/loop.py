@@ -8,6 +8,7 @@ Ray Tune can wrap it.
 
 from __future__ import annotations
 
+import sys
 from collections import defaultdict
 
 import numpy as np
@@ -28,6 +29,15 @@ from mmdist.train.sync_batchnorm import convert_to_global_batchnorm
 from mmdist.train.metrics import StepTimer, in_batch_recall_at_1, mean_across_ranks
 
 
+def say(line: str) -> None:
+    """One line on the worker's stdout, which Ray streams to the driver.
+
+    Ray Train V2 patches `print` in its workers to log through the root logger and, since a Ray
+    worker's sys.stdout is a wrapper, to print as well: every progress line reached the driver twice.
+    The process's own stdout is left alone by that patch."""
+    print(line, file=sys.__stdout__, flush=True)
+
+
 def train_loop_per_worker(config: dict) -> None:
     trainer_cfg, recipe_cfg = config["trainer"], config["recipe"]
     context = ray.train.get_context()
@@ -43,7 +53,7 @@ def train_loop_per_worker(config: dict) -> None:
         if kmeans is not None:
             kmeans.load_state_dict(state["kmeans"])
         if rank == 0:
-            print(f"[resume] from step {step} ({checkpoint.path})")
+            say(f"[resume] from step {step} ({checkpoint.path})")
     metrics_log = ray.get_actor(config["metrics_log"]) if rank == 0 else None
     if metrics_log is not None and history:
         metrics_log.extend.remote(history)
@@ -87,7 +97,7 @@ def train_loop_per_worker(config: dict) -> None:
         metrics.update(_dropped_records(config["decode_stats"]) if rank == 0 else {})
         history.append(metrics)
         if rank == 0:
-            print(_progress_line(metrics, max_steps), flush=True)
+            say(_progress_line(metrics, max_steps))
             metrics_log.append.remote(metrics)
         saving = step % trainer_cfg["checkpoint_every"] == 0 or step == max_steps
         client_state = {"history": history, "kmeans": kmeans.state_dict() if kmeans is not None else None}
@@ -126,7 +136,7 @@ def setup_engine(config: dict, world_size: int, log: bool = False):
         folder = local_checkpoint_dir(config["model"]["init_checkpoint"], config["storage"]["endpoint_url"])
         report = load_matching_state_dict(model, load_model_state(folder))
         if log:
-            print(f"[warm start] {len(report['loaded'])} tensors loaded, skipped: {report['skipped']}")
+            say(f"[warm start] {len(report['loaded'])} tensors loaded, skipped: {report['skipped']}")
     micro_batch = micro_batch_size(config["data"]["batch_size"], world_size, trainer_cfg["grad_accum_steps"])
     return build_engine(model, trainer_cfg, micro_batch), micro_batch
 
