@@ -41,6 +41,7 @@ import pyarrow.fs as pafs
 import torch
 from omegaconf import OmegaConf
 
+from mmdist.benchmarks.common import require_keys
 from mmdist.data.pipeline import ClipDecoder, build_dataset, check_data_config, decode_stats
 from mmdist.data.storage import list_shards, read_shard
 from mmdist.data.synthetic import generate_world
@@ -58,9 +59,7 @@ MOTO_ENV = {
 
 def run(cfg: dict) -> dict:
     """Generate the clips, time the three variants, print and return the figures."""
-    missing = [key for key in REQUIRED_KEYS if key not in cfg]
-    if missing:
-        raise KeyError(f"benchmark suite `data` needs config key(s) {missing}")
+    require_keys(cfg, REQUIRED_KEYS, "data")
     torch.set_num_threads(1)  # the loop gets one core, as one decode task does
     scratch = tempfile.TemporaryDirectory(prefix="mmdist-bench-data-") if cfg["out_dir"] is None else None
     try:

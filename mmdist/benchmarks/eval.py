@@ -25,15 +25,12 @@ full_matrix_max_gib.
 
 from __future__ import annotations
 
-import gc
 import statistics
-import time
-from pathlib import Path
 from typing import Callable, Mapping
 
 import torch
 
-from mmdist.benchmarks.objectives import _pin_mmap_threshold
+from mmdist.benchmarks.common import pin_mmap_threshold, require_keys, timed_peak
 from mmdist.eval.retrieval import chunked_ranks, chunked_topk, metrics_from_ranks
 
 REQUIRED_KEYS = ("sizes", "num_queries", "dim", "k", "chunk_size", "repeats", "threads", "seed", "full_matrix_max_gib")
@@ -55,27 +52,6 @@ def bare_full_topk(queries: torch.Tensor, candidates: torch.Tensor, k: int) -> t
     return (queries @ candidates.T).topk(k, dim=1).indices  # one [N, N] matrix
 
 
-def _status_kib(field: str) -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1])
-    raise RuntimeError(f"/proc/self/status has no {field}")
-
-
-def timed_peak(fn: Callable) -> tuple[float, int]:
-    """Wall seconds of one call and the bytes by which it raised the peak resident set size
-    (VmHWM reset through /proc/self/clear_refs just before): one call gives both figures."""
-    gc.collect()
-    Path("/proc/self/clear_refs").write_text("5")
-    before = _status_kib("VmRSS")
-    start = time.perf_counter()
-    result = fn()
-    seconds = time.perf_counter() - start
-    peak = _status_kib("VmHWM")
-    del result
-    return seconds, max(0, peak - before) * 1024
-
-
 def measure(methods: dict[str, tuple[Callable, Callable]], repeats: int) -> dict[str, float]:
     """Median time and largest peak-memory rise of each method over `repeats` rounds, after one
     warm-up call each. Rounds interleave the methods (A, B, C, A, B, C, ...): on a shared machine a
@@ -95,11 +71,9 @@ def measure(methods: dict[str, tuple[Callable, Callable]], repeats: int) -> dict
 
 def run(cfg: Mapping) -> dict[str, float]:
     """Run the suite, print its figures, return them as a flat dict (`N<size>/<figure>`)."""
-    missing = [key for key in REQUIRED_KEYS if key not in cfg]
-    if missing:
-        raise ValueError(f"benchmark eval: missing config key {missing[0]!r} (needs {list(REQUIRED_KEYS)})")
+    require_keys(cfg, REQUIRED_KEYS, "eval")
     torch.set_num_threads(int(cfg["threads"]))
-    _pin_mmap_threshold()
+    pin_mmap_threshold()
     generator = torch.Generator().manual_seed(int(cfg["seed"]))
     dim, k, chunk, repeats = int(cfg["dim"]), int(cfg["k"]), int(cfg["chunk_size"]), int(cfg["repeats"])
     results: dict[str, float] = {}

@@ -16,15 +16,13 @@ Config keys (all required): batch_sizes, num_codes, vq_rows, vq_dim, repeats, th
 
 from __future__ import annotations
 
-import ctypes
-import gc
 import statistics
 import time
-from pathlib import Path
 from typing import Callable, Mapping
 
 import torch
 
+from mmdist.benchmarks.common import pin_mmap_threshold, require_keys, timed_peak
 from mmdist.objectives import code_similarity
 from mmdist.objectives.code_matching import PROB_FLOOR
 from mmdist.vq import squared_distances
@@ -50,31 +48,9 @@ def assign_by_cdist(x: torch.Tensor, codebook: torch.Tensor) -> torch.Tensor:
     return torch.cdist(x, codebook).argmin(dim=1)
 
 
-def _pin_mmap_threshold() -> None:
-    """Make glibc serve allocations >= 64 KiB with fresh mmap pages (visible in RSS)."""
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        libc.mallopt(-3, 64 * 1024)  # M_MMAP_THRESHOLD; also disables its dynamic growth
-    except OSError:
-        pass
-
-
-def _status_kib(field: str) -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1])
-    raise RuntimeError(f"/proc/self/status has no {field}")
-
-
 def peak_rss_rise(fn: Callable[[], torch.Tensor]) -> int:
     """Bytes by which one call of fn raises the peak resident set size."""
-    gc.collect()
-    Path("/proc/self/clear_refs").write_text("5")  # reset VmHWM to the current RSS
-    before = _status_kib("VmRSS")
-    result = fn()
-    peak = _status_kib("VmHWM")
-    del result
-    return max(0, peak - before) * 1024
+    return timed_peak(fn)[1]
 
 
 def median_seconds(fn: Callable[[], torch.Tensor], repeats: int) -> float:
@@ -102,11 +78,9 @@ def _compare(label: str, fast: Callable, slow: Callable, repeats: int) -> dict[s
 
 def run(cfg: Mapping) -> dict[str, float]:
     """Run the suite, print its figures, return them as a flat dict."""
-    missing = [key for key in REQUIRED_KEYS if key not in cfg]
-    if missing:
-        raise ValueError(f"benchmark objectives: missing config key {missing[0]!r} (needs {list(REQUIRED_KEYS)})")
+    require_keys(cfg, REQUIRED_KEYS, "objectives")
     torch.set_num_threads(int(cfg["threads"]))
-    _pin_mmap_threshold()
+    pin_mmap_threshold()
     generator = torch.Generator().manual_seed(int(cfg["seed"]))
     codes, repeats = int(cfg["num_codes"]), int(cfg["repeats"])
     results: dict[str, float] = {}

@@ -1,0 +1,46 @@
+"""What the benchmark suites share: their config check and the peak-memory measurement."""
+
+from __future__ import annotations
+
+import ctypes
+import gc
+import time
+from pathlib import Path
+from typing import Callable, Mapping
+
+
+def require_keys(cfg: Mapping, keys: tuple[str, ...], suite: str) -> None:
+    """Every key a suite reads must be in its config; the error names the missing ones."""
+    missing = [key for key in keys if key not in cfg]
+    if missing:
+        raise ValueError(f"benchmark suite `{suite}` needs config key(s) {missing} (it reads {list(keys)})")
+
+
+def pin_mmap_threshold() -> None:
+    """Make glibc serve allocations >= 64 KiB with fresh mmap pages (visible in RSS)."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt(-3, 64 * 1024)  # M_MMAP_THRESHOLD; also disables its dynamic growth
+    except OSError:
+        pass
+
+
+def _status_kib(field: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise RuntimeError(f"/proc/self/status has no {field}")
+
+
+def timed_peak(fn: Callable) -> tuple[float, int]:
+    """Wall seconds of one call and the bytes by which it raised the peak resident set size
+    (VmHWM reset through /proc/self/clear_refs just before): one call gives both figures."""
+    gc.collect()
+    Path("/proc/self/clear_refs").write_text("5")
+    before = _status_kib("VmRSS")
+    start = time.perf_counter()
+    result = fn()
+    seconds = time.perf_counter() - start
+    peak = _status_kib("VmHWM")
+    del result
+    return seconds, max(0, peak - before) * 1024
