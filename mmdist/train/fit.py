@@ -63,12 +63,12 @@ def fit(cfg: DictConfig, callbacks: list | None = None) -> dict:
     result = trainer.fit()
     history = ray.get(metrics_log.history.remote())
     ray.kill(metrics_log)
-    checkpoint_uri = _checkpoint_uri(result.checkpoint, trainer_cfg["storage_path"])
-    summary = {"final": history[-1] if history else {}, "history": history, "checkpoint": checkpoint_uri}
+    checkpoint = checkpoint_uri(result.checkpoint.path, trainer_cfg["storage_path"]) if result.checkpoint else None
+    summary = {"final": history[-1] if history else {}, "history": history, "checkpoint": checkpoint}
     with open(os.path.join(run_dir, "metrics.json"), "w") as handle:
         json.dump(summary, handle, indent=1)
     with open(os.path.join(run_dir, "checkpoint.txt"), "w") as handle:
-        handle.write(f"{checkpoint_uri}\n")
+        handle.write(f"{checkpoint}\n")
     return summary
 
 
@@ -106,9 +106,11 @@ def write_resolved_config(config: dict, path: str) -> None:
         handle.write(OmegaConf.to_yaml(OmegaConf.create(redact(config))))
 
 
-def _checkpoint_uri(checkpoint, storage_path: str | None) -> str | None:
-    if checkpoint is None:
-        return None
-    if storage_path and "://" in storage_path and not storage_path.startswith("file://"):
-        return f"{storage_path.split('://')[0]}://{checkpoint.path}"
-    return checkpoint.path
+def checkpoint_uri(path: str, storage_path: str | None) -> str:
+    """Ray reports a checkpoint's path inside its filesystem (`bucket/prefix/...` for S3): put the
+    scheme of `trainer.storage_path` back so that evaluation and warm starts can open it anywhere."""
+    if path and storage_path and "://" in storage_path and not storage_path.startswith("file://"):
+        scheme = storage_path.split("://", 1)[0]
+        if not path.startswith(f"{scheme}://"):
+            return f"{scheme}://{path}"
+    return path

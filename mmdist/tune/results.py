@@ -71,16 +71,6 @@ def markdown_table(rows: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def checkpoint_uri(path: str, storage_path: str | None) -> str:
-    """Ray reports a checkpoint's path inside its filesystem (`bucket/prefix/...` for S3): put the
-    scheme of `trainer.storage_path` back so that evaluation and warm starts can open it anywhere."""
-    if path and storage_path and "://" in storage_path and not storage_path.startswith("file://"):
-        scheme = storage_path.split("://", 1)[0]
-        if not path.startswith(f"{scheme}://"):
-            return f"{scheme}://{path}"
-    return path
-
-
 def _columns(rows: list[dict]) -> list[str]:
     columns: list[str] = []
     for row in rows:

@@ -27,7 +27,8 @@ from ray.tune.search.basic_variant import BasicVariantGenerator
 from mmdist.data.storage import resolve_filesystem
 from mmdist.runtime import init_ray
 from mmdist.tune.overrides import config_overrides, format_value, write_overrides_file
-from mmdist.tune.results import best_row, checkpoint_uri, markdown_table, rank_rows, trial_row, write_csv
+from mmdist.train.fit import checkpoint_uri
+from mmdist.tune.results import best_row, markdown_table, rank_rows, trial_row, write_csv
 from mmdist.tune.space import build_param_space
 from mmdist.tune.trainable import train_trial, trial_config, trial_dirname
 

@@ -12,12 +12,12 @@ import pandas as pd
 import pytest
 from ray.tune import Result
 
+from mmdist.train.fit import checkpoint_uri
 from mmdist.tune.results import (
     STATUS_DONE,
     STATUS_ERROR,
     STATUS_STOPPED,
     best_row,
-    checkpoint_uri,
     markdown_table,
     rank_rows,
     trial_row,
