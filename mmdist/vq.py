@@ -59,7 +59,8 @@ class VectorQuantizer(nn.Module):
     """Shared EMA codebook (CMCM eq. 2, Appendix A eqs. 9-10).
 
     forward(x [N, D], modality_ids [N] | None) -> VQResult. In training mode every
-    call performs exactly one EMA update, with statistics summed over all ranks:
+    call performs exactly one EMA update (or, with `defer_updates`, adds its statistics
+    to the one update `apply_pending_update` makes), with statistics summed over all ranks:
         N_v <- g N_v + (1 - g) |H_v|,   m_v <- g m_v + (1 - g) sum(H_v),   e_v = m_v / N_v
     from N_v = 1, m_v ~ N(0, 1) (eq. 9). A codeword unused for `dead_after`
     consecutive updates is reset to a randomly chosen codeword activated in this
@@ -101,6 +102,10 @@ class VectorQuantizer(nn.Module):
         self.register_buffer("last_resets", torch.zeros((), dtype=torch.long))
         # Global counts of the last update, one row per modality + one for rows without an id.
         self.register_buffer("last_counts", torch.zeros(len(self.modalities) + 1, num_codes))
+        # False: every training call is one EMA update (SPEC Sec. 4). True (the trainer): calls only sum
+        # their statistics and `apply_pending_update` makes the one update of an optimizer step.
+        self.defer_updates = False
+        self._pending: tuple[torch.Tensor, torch.Tensor] | None = None
 
     @property
     def codebook(self) -> torch.Tensor:
@@ -151,7 +156,8 @@ class VectorQuantizer(nn.Module):
 
     @torch.no_grad()
     def _ema_update(self, rows: torch.Tensor, indices: torch.Tensor, modality_ids: torch.Tensor | None) -> int:
-        """One EMA step on the statistics of all ranks; returns the global number of rows."""
+        """Statistics of all ranks for this call, applied now or, with `defer_updates`, summed until
+        `apply_pending_update`; returns the global number of rows."""
         num_groups, num_codes = self.last_counts.shape
         groups = modality_ids if modality_ids is not None else torch.full_like(indices, num_groups - 1)
         counts = torch.zeros(num_groups, num_codes, dtype=rows.dtype, device=rows.device)
@@ -162,9 +168,35 @@ class VectorQuantizer(nn.Module):
         packed = dist.all_reduce_sum_(torch.cat([counts.flatten(), sums.flatten()]))
         counts = packed[: counts.numel()].view(num_groups, num_codes)
         sums = packed[counts.numel() :].view(num_codes, self.dim)
-        code_counts = counts.sum(dim=0)  # |H_v| [V]
-        global_rows = int(code_counts.sum())
+        if self.defer_updates:
+            if self._pending is not None:
+                counts, sums = counts + self._pending[0], sums + self._pending[1]
+            self._pending = (counts, sums)
+        else:
+            self._apply_statistics(counts, sums)
+        return int(counts.sum())
 
+    @torch.no_grad()
+    def apply_pending_update(self) -> bool:
+        """One EMA step on the statistics summed since the last one (`defer_updates`); False if none.
+
+        The trainer calls it once per optimizer step, so that with gradient accumulation the codebook
+        moves once per step on the statistics of every micro-batch, like one update on the whole batch."""
+        if self._pending is None:
+            return False
+        counts, sums = self._pending
+        self._pending = None
+        self._apply_statistics(counts, sums)
+        return True
+
+    def discard_pending_update(self) -> None:
+        """Forget the statistics summed since the last update (a skipped optimizer step)."""
+        self._pending = None
+
+    @torch.no_grad()
+    def _apply_statistics(self, counts: torch.Tensor, sums: torch.Tensor) -> None:
+        """The EMA step (eq. 10) and dead-code resets from global `counts [groups, V]`, `sums [V, D]`."""
+        code_counts = counts.sum(dim=0)  # |H_v| [V]
         g = self.decay
         self.ema_count.mul_(g).add_(code_counts.to(self.ema_count.dtype), alpha=1 - g)
         self.ema_sum.mul_(g).add_(sums.to(self.ema_sum.dtype), alpha=1 - g)
@@ -174,7 +206,6 @@ class VectorQuantizer(nn.Module):
         self.num_updates.add_(1)
         self.last_counts.copy_(counts)
         self._reset_dead_codes(used)
-        return global_rows
 
     def _reset_dead_codes(self, used: torch.Tensor) -> None:
         dead = (self.idle_updates >= self.dead_after).nonzero().squeeze(1)  # [n_dead]

@@ -220,3 +220,37 @@ def test_modality_batch_norm_normalises_each_modality_separately():
     assert norm.norms["text"].num_batches_tracked.item() == 0  # no text rows, untouched
     with pytest.raises(ValueError, match="modality_ids"):
         norm(x, torch.tensor([0, 1, 0, 1, 0, 1, 1, 3]))
+
+
+def test_deferred_updates_equal_one_update_on_the_concatenated_batch():
+    """Gradient accumulation: two micro-batches summed into one EMA step (issue 9, deviation 8) equal
+    one ordinary update on both micro-batches together; nothing moves before `apply_pending_update`."""
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(40, 4, generator=g, dtype=torch.float64)
+    ids = torch.randint(0, 3, (40,), generator=g)
+    whole = VectorQuantizer(16, 4, dead_after=1, seed=2).double()  # dead_after 1: resets happen too
+    whole(x, ids)
+    deferred = VectorQuantizer(16, 4, dead_after=1, seed=2).double()
+    deferred.defer_updates = True
+    before = deferred.codebook.clone()
+    first, second = deferred(x[:20], ids[:20]), deferred(x[20:], ids[20:])
+    torch.testing.assert_close(deferred.codebook, before, rtol=0, atol=0)  # the codebook waits for the step
+    assert int(deferred.num_updates) == 0
+    # both micro-batches were quantised against the same (pre-step) codebook
+    fresh = VectorQuantizer(16, 4, dead_after=1, seed=2).double().eval()
+    assert torch.equal(torch.cat([first.indices, second.indices]), fresh(x, ids).indices)
+    assert deferred.apply_pending_update()
+    assert not deferred.apply_pending_update()  # one update per step
+    for name in ("embed", "ema_sum", "ema_count", "idle_updates", "num_updates", "last_counts", "num_resets"):
+        torch.testing.assert_close(getattr(deferred, name), getattr(whole, name), rtol=1e-12, atol=1e-12)
+
+
+def test_discarded_statistics_change_nothing():
+    vq = VectorQuantizer(8, 3, seed=0).double()
+    vq.defer_updates = True
+    state = {k: v.clone() for k, v in vq.state_dict().items()}
+    vq(torch.randn(10, 3, dtype=torch.float64))
+    vq.discard_pending_update()
+    assert not vq.apply_pending_update()
+    for name, value in vq.state_dict().items():
+        assert torch.equal(value, state[name]), name

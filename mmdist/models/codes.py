@@ -32,6 +32,7 @@ class CodeOutput:
     indices: dict[str, torch.Tensor]  # codeword per position, long [N, L]; -1 where invalid
     code_embedding: dict[str, torch.Tensor]  # f_code(H_bar) [N, embed_dim]
     commitment_loss: torch.Tensor  # scalar
+    codebook: torch.Tensor  # [V, D_code] the codewords the indices were chosen from (before this call's EMA step)
 
 
 class CodeBranch(nn.Module):
@@ -81,9 +82,13 @@ class CodeBranch(nn.Module):
             ]
         )  # [N_valid]
         normalised_rows = self.norm(rows, modality_ids)
+        # The code distributions (CMCM eq. 4) must see the codewords the indices saw, not the ones
+        # this call's EMA step and resets leave behind.
+        codebook = self.quantizer.codebook.clone() if self.training else self.quantizer.codebook
         result = self.quantizer(normalised_rows, modality_ids)  # one EMA update (training mode)
 
-        out = CodeOutput(normalised={}, indices={}, code_embedding={}, commitment_loss=result.commitment_loss)
+        out = CodeOutput(normalised={}, indices={}, code_embedding={}, commitment_loss=result.commitment_loss,
+                         codebook=codebook)
         for m, normalised_m, quantized_m, indices_m in zip(
             modalities,
             normalised_rows.split(counts),

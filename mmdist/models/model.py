@@ -145,7 +145,7 @@ class MultimodalModel(nn.Module):
                 normalised, mask, indices = (x.unflatten(0, (size, -1))[:, 0] for x in (normalised, mask, indices))
                 code_embeddings[m] = code_embeddings[m].unflatten(0, (size, -1))  # [B, P, D]
             # Gradient flows into the projected features, not into the codebook (SPEC 8.3).
-            out["code_probs"][m] = code_distribution(normalised, self.codes.codebook, mask)  # [B, V]
+            out["code_probs"][m] = code_distribution(normalised, codes.codebook, mask)  # [B, V]
             out["code_indices"][m] = indices  # [B, L_m], -1 where not valid
             out["code_mask"][m] = mask  # [B, L_m]
         return code_embeddings, out

@@ -5,7 +5,7 @@ Losses take the global batch (gathered once by the caller through `mmdist.dist`)
 
 from mmdist.objectives.clustering import OnlineKMeans, cluster_loss, reconstruction_loss
 from mmdist.objectives.code_matching import cmcm_loss, code_distribution, code_similarity
-from mmdist.objectives.consensus import consensus_loss, consensus_scores
+from mmdist.objectives.consensus import consensus_loss, consensus_scores, consensus_targets
 from mmdist.objectives.contrastive import info_nce, mil_nce, mms_loss
 from mmdist.objectives.recipes import kmeans_from_recipe, recipe_loss, validate_recipe
 
@@ -17,6 +17,7 @@ __all__ = [
     "code_similarity",
     "consensus_loss",
     "consensus_scores",
+    "consensus_targets",
     "info_nce",
     "kmeans_from_recipe",
     "mil_nce",

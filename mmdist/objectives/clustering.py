@@ -79,6 +79,7 @@ class OnlineKMeans:
         self.queue: deque[torch.Tensor] = deque(maxlen=queue_batches)
         self.centroids: torch.Tensor | None = None  # [K, D]
         self.fits = 0
+        self.last_fit_step: int | None = None
 
     @property
     def ready(self) -> bool:
@@ -121,19 +122,23 @@ class OnlineKMeans:
         self.push(fused)
         queued_rows = sum(chunk.shape[0] for chunk in self.queue)
         first_fit_due = self.centroids is None and queued_rows >= self.num_clusters
-        refit_due = self.centroids is not None and step % self.refit_every == 0
+        # once per optimizer step: with gradient accumulation every micro-step arrives with the same step
+        refit_due = self.centroids is not None and step % self.refit_every == 0 and step != self.last_fit_step
         if first_fit_due or refit_due:
             self.fit()
+            self.last_fit_step = step
         return self.assign(fused.detach()) if self.ready else None
 
     def state_dict(self) -> dict:
-        return {"centroids": self.centroids, "queue": list(self.queue), "fits": self.fits}
+        return {"centroids": self.centroids, "queue": list(self.queue), "fits": self.fits,
+                "last_fit_step": self.last_fit_step}
 
     def load_state_dict(self, state: dict) -> None:
         self.centroids = state["centroids"]
         self.queue.clear()
         self.queue.extend(state["queue"])
         self.fits = state["fits"]
+        self.last_fit_step = state.get("last_fit_step")  # absent in checkpoints written before it existed
 
 
 def cluster_loss(

@@ -61,7 +61,7 @@ def code_similarity(p_a: torch.Tensor, p_b: torch.Tensor) -> torch.Tensor:
 def cmcm_loss(p_a: torch.Tensor, p_b: torch.Tensor) -> torch.Tensor:
     """L_CMCM, CMCM eq. 7: cross-entropy over the rows of S_code (A queries, B candidates),
     diagonal targets, averaged over the batch. No temperature (SPEC 8.2); recipes apply
-    it in both directions and average.
+    it in both directions and sum them.
     """
     similarity = code_similarity(p_a, p_b)  # [B, B]
     return F.cross_entropy(similarity, torch.arange(similarity.shape[0], device=similarity.device))

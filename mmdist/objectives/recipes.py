@@ -1,6 +1,6 @@
 """Each recipe's total loss, composed from the pure losses (a recipe is a config, not a subclass).
 
-    cmcm    L = sum_pairs L_MMS + alpha * sum_pairs (L_CMCM(a,b) + L_CMCM(b,a)) / 2 (+ commitment)   CMCM eq. 8
+    cmcm    L = sum_pairs L_MMS + alpha * sum_pairs (L_CMCM(a,b) + L_CMCM(b,a)) (+ commitment)       CMCM eq. 8
     mc3     L = sum_ordered_pairs InfoNCE [+ w * L_consensus in the refine stage]                    MC3 eq. 4
     mc3_vq  mc3 + alpha * CMCM over every modality pair (+ commitment), the shared codebook variant
     mcn     L = sum_pairs L_MMS + w_c * mean_m L_cluster,m + w_r * sum_m L_reconstruct,m             MCN eq. 1
@@ -25,11 +25,11 @@ import torch
 
 from mmdist.objectives.clustering import OnlineKMeans, cluster_loss, reconstruction_loss
 from mmdist.objectives.code_matching import cmcm_loss
-from mmdist.objectives.consensus import consensus_loss
+from mmdist.objectives.consensus import INVERSES, consensus_loss
 from mmdist.objectives.contrastive import info_nce, mil_nce, mms_loss
 
 MODALITIES = ("video", "audio", "text")
-_MC3_KEYS = {"temperature", "anchor", "consensus_alphas", "consensus_weight", "align_steps"}
+_MC3_KEYS = {"temperature", "anchor", "consensus_alphas", "consensus_inverse", "consensus_weight", "align_steps"}
 RECIPE_KEYS: dict[str, set[str]] = {
     "cmcm": {"mms_margin", "cmcm_alpha"},
     "mc3": _MC3_KEYS,
@@ -62,6 +62,9 @@ def validate_recipe(recipe: Mapping) -> None:
         if set(recipe["consensus_alphas"]) != others:
             raise ValueError(f"recipe.consensus_alphas: need exactly the non-anchor modalities {sorted(others)}, "
                              f"got {sorted(recipe['consensus_alphas'])}")
+        if recipe["consensus_inverse"] not in INVERSES:
+            raise ValueError(f"recipe.consensus_inverse must be one of {list(INVERSES)}, "
+                             f"got {recipe['consensus_inverse']!r}")
     if name == "mcn":
         kmeans = recipe["kmeans"]
         for key in sorted(set(kmeans) ^ KMEANS_KEYS):
@@ -159,13 +162,14 @@ def _mms_pairs(recipe, batch: _Batch) -> torch.Tensor:
 
 
 def _cmcm_pairs(batch: _Batch) -> torch.Tensor:
-    """sum over unordered pairs of the two CMCM directions averaged (CMCM eq. 7, SPEC 8.2)."""
+    """sum over unordered pairs of both CMCM directions (CMCM eq. 7, SPEC 8.2): summed like the two
+    directions of L_MMS, so that alpha weighs CMCM against MMS as eq. 8's alpha does."""
     total = batch.zero()
     for a, b in combinations(batch.modalities, 2):
         rows = batch.rows(a, b)
         if rows.numel():
             p_a, p_b = batch.get("code_probs", a)[rows], batch.get("code_probs", b)[rows]  # [n, V]
-            total = total + 0.5 * (cmcm_loss(p_a, p_b) + cmcm_loss(p_b, p_a))
+            total = total + cmcm_loss(p_a, p_b) + cmcm_loss(p_b, p_a)
     return total
 
 
@@ -193,7 +197,8 @@ def _mc3(recipe, batch: _Batch, step: int, kmeans) -> tuple[torch.Tensor, dict]:
         consensus = batch.zero()
         if rows.numel():
             embeddings = {name: batch.embedding(name)[rows] for name in batch.modalities}
-            consensus = consensus_loss(embeddings, recipe["anchor"], recipe["consensus_alphas"])
+            consensus = consensus_loss(embeddings, recipe["anchor"], recipe["consensus_alphas"],
+                                       recipe["consensus_inverse"])
     total = contrastive + (recipe["consensus_weight"] * consensus if refine else 0.0)
     terms = {"loss_info_nce": contrastive, "loss_consensus": consensus, "stage": float(refine)}
     if recipe["name"] == "mc3_vq":

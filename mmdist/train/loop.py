@@ -138,6 +138,9 @@ def setup_engine(config: dict, world_size: int, log: bool = False):
         if log:
             say(f"[warm start] {len(report['loaded'])} tensors loaded, skipped: {report['skipped']}")
     micro_batch = micro_batch_size(config["data"]["batch_size"], world_size, trainer_cfg["grad_accum_steps"])
+    if model.codes is not None:
+        # one codebook EMA step per optimizer step, on every micro-batch's statistics (optimizer_step)
+        model.codes.quantizer.defer_updates = True
     return build_engine(model, trainer_cfg, micro_batch), micro_batch
 
 
@@ -170,6 +173,10 @@ def optimizer_step(engine, grad_clip: float) -> float | None:
         else:
             norm = float(torch.nn.utils.get_total_norm(grads))
     engine.step()
+    if boundary:
+        codes = getattr(engine.module, "codes", None)
+        if codes is not None:
+            codes.quantizer.apply_pending_update()
     if boundary and norm is None:
         norm = float(engine.get_global_grad_norm())
     return norm

@@ -9,6 +9,7 @@ import torch
 
 from mmdist.models import build_model
 from mmdist.models.layers import masked_mean
+from mmdist.objectives import code_distribution
 
 
 def _with(cfg: dict, **changes) -> dict:
@@ -90,6 +91,30 @@ def test_code_probs_match_a_loop_over_positions(tiny_cfg, data_cfg, batch_factor
                 total += torch.softmax(-distance, dim=0)
                 assert codes.indices["audio"][i, l] == distance.argmin()
         assert torch.allclose(out["code_probs"]["audio"][i].double(), total / mask[i].sum(), atol=1e-5)
+
+
+def test_training_code_probs_use_the_codebook_the_indices_saw(tiny_cfg, data_cfg, batch_factory):
+    """Issue 9, deviation 3: in a training forward the EMA step and resets move the codebook after the
+    indices were chosen; eqs. 4-5 must use the codewords from before that step."""
+    torch.manual_seed(0)
+    tiny_cfg["codebook"]["dead_after"] = 1  # resets on the first update: the codebook moves a lot
+    model = build_model(tiny_cfg, data_cfg)
+    batch = batch_factory(size=4, seed=5)
+    before = model.codes.codebook.clone()
+    fine, valid, _ = model.encode(batch)
+    codes = model.codes(fine, valid)  # one EMA update
+    after = model.codes.codebook.clone()
+    assert not torch.allclose(before, after)
+    mask = valid["audio"]
+    expected = code_distribution(codes.normalised["audio"], before, mask)
+    moved = code_distribution(codes.normalised["audio"], after, mask)
+    torch.testing.assert_close(codes.codebook, before, rtol=0, atol=0)
+    # the full forward, from the same state, gives the distribution of the pre-update codebook
+    torch.manual_seed(0)
+    again = build_model(tiny_cfg, data_cfg)
+    out = again(batch)
+    torch.testing.assert_close(out["code_probs"]["audio"], expected)
+    assert not torch.allclose(out["code_probs"]["audio"], moved)
 
 
 def test_embedding_is_f_high_plus_f_code(tiny_cfg, data_cfg, batch_factory):

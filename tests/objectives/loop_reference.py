@@ -112,15 +112,17 @@ def cmcm(p_a: torch.Tensor, p_b: torch.Tensor) -> float:
     return sum(-(s[i][i] - _log_sum_exp(s[i])) for i in range(n)) / n
 
 
-def consensus(embeddings: dict, anchor: str, alphas: dict) -> float:
-    """MC3 eqs. 2-3 with K^-1(y) = 2y - 1."""
+def consensus(embeddings: dict, anchor: str, alphas: dict, inverse: str = "unscaled") -> float:
+    """MC3 eqs. 2-3 with K^-1(y) = 2y - 1 (unscaled) or K_i^-1(y) = 2 y^(1/alpha_i) - 1 (per_modality)."""
     e = {name: [_unit(r) for r in _rows(x)] for name, x in embeddings.items()}
     n = len(e[anchor])
     total = 0.0
     for t in range(n):
         sims = {name: _dot(e[name][t], e[anchor][t]) for name in e if name != anchor}
-        c = 2 * min(((s + 1) / 2) ** alphas[name] for name, s in sims.items()) - 1
-        total += sum(abs(s - c) for s in sims.values())
+        y = min(((s + 1) / 2) ** alphas[name] for name, s in sims.items())
+        for name, s in sims.items():
+            c = 2 * y - 1 if inverse == "unscaled" else 2 * y ** (1 / alphas[name]) - 1
+            total += abs(s - c)
     return total / n
 
 

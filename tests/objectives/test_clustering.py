@@ -74,6 +74,21 @@ def test_online_kmeans_waits_for_enough_rows_and_refits_on_schedule():
     assert fits == [1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3, 4]
 
 
+def test_online_kmeans_refits_once_per_optimizer_step_under_accumulation():
+    """Every micro-step of an accumulated optimizer step arrives with the same step number (issue 9,
+    deviation 8): the refit due at that step happens once, not once per micro-step."""
+    g = torch.Generator().manual_seed(0)
+    rows, _ = _directions(g, clusters=4, dim=6, per_cluster=30)
+    kmeans = OnlineKMeans(num_clusters=8, dim=6, queue_batches=6, refit_every=4, iters=10, seed=0)
+    micro = iter(rows.split(5))
+    fits = []
+    for step in range(1, 9):
+        for _ in range(2):  # two micro-steps per optimizer step
+            kmeans.step(next(micro), step)
+        fits.append(kmeans.fits)
+    assert fits == [1, 1, 1, 2, 2, 2, 2, 3]
+
+
 def test_online_kmeans_queue_is_fifo_of_detached_batches():
     kmeans = OnlineKMeans(num_clusters=2, dim=2, queue_batches=3, refit_every=100, iters=1, seed=0)
     batches = [torch.full((2, 2), float(i), requires_grad=True) for i in range(5)]

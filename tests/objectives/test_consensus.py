@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 import loop_reference as ref
-from mmdist.objectives import consensus_loss, consensus_scores
+from mmdist.objectives import consensus_loss, consensus_scores, consensus_targets
 
 ALPHAS = {"video": 0.5, "text": 1.0}
 
@@ -83,3 +83,35 @@ def test_consensus_target_is_detached():
     c = consensus_scores(sims, ALPHAS)
     ((sims["video"] - c).abs() + (sims["text"] - c).abs()).mean().backward()
     assert not all(torch.allclose(attached[m].grad, got[m]) for m in inputs)
+
+
+def test_per_modality_targets_hand_worked():
+    # video the bottleneck: K_v(-0.9) = 0.05^0.5 = 0.2236 < K_t(0.5) = 0.75
+    sims = {"video": torch.tensor([-0.9], dtype=torch.float64), "text": torch.tensor([0.5], dtype=torch.float64)}
+    targets = consensus_targets(sims, ALPHAS, "per_modality")
+    assert targets["video"].item() == -0.9  # the bottleneck pair's target is itself
+    # text (alpha 1) is compared in its own scale: 2 * 0.2236 - 1
+    assert targets["text"].item() == pytest.approx(2 * math.sqrt(0.05) - 1, rel=1e-12)
+    # the unscaled reading pulls the bottleneck video pair UP to c = 2 * 0.2236 - 1 = -0.553
+    unscaled = consensus_targets(sims, ALPHAS, "unscaled")
+    assert unscaled["video"].item() == pytest.approx(2 * math.sqrt(0.05) - 1, rel=1e-12)
+    assert unscaled["video"].item() > -0.9
+    # text the bottleneck: K_t(-0.5) = 0.25 < K_v(0.6) = 0.894 -> video's target 2 * 0.25^2 - 1 = -0.875
+    sims = {"video": torch.tensor([0.6], dtype=torch.float64), "text": torch.tensor([-0.5], dtype=torch.float64)}
+    targets = consensus_targets(sims, ALPHAS, "per_modality")
+    assert targets["text"].item() == -0.5
+    assert targets["video"].item() == pytest.approx(2 * 0.25**2 - 1, rel=1e-12)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_per_modality_consensus_loss_matches_loops(seed):
+    g = torch.Generator().manual_seed(seed)
+    embeddings = {m: torch.randn(6, 5, generator=g, dtype=torch.float64) for m in ("video", "audio", "text")}
+    got = consensus_loss(embeddings, "audio", ALPHAS, inverse="per_modality")
+    assert got.item() == pytest.approx(ref.consensus(embeddings, "audio", ALPHAS, "per_modality"), rel=1e-10)
+    assert got.item() != pytest.approx(ref.consensus(embeddings, "audio", ALPHAS, "unscaled"), rel=1e-6)
+
+
+def test_unknown_inverse_is_named():
+    with pytest.raises(ValueError, match="'nope'"):
+        consensus_targets({"video": torch.zeros(2)}, ALPHAS, "nope")

@@ -156,3 +156,83 @@ def test_zero0_step_clips_like_torch_and_reports_the_norm_before_clipping(traine
         torch.testing.assert_close(trained[name], param.detach(), rtol=1e-5, atol=1e-6)
     _, unclipped = reference(clip=False)
     assert any(not torch.allclose(trained[name], param.detach(), atol=1e-4) for name, param in unclipped.items())
+
+
+class _CodesModel:
+    """A linear layer feeding a deferred VectorQuantizer: the shape `optimizer_step` looks for
+    (`module.codes.quantizer`)."""
+
+    @staticmethod
+    def build():
+        import torch
+
+        from mmdist.vq import VectorQuantizer
+
+        class Codes(torch.nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.quantizer = VectorQuantizer(8, 3, dead_after=1, seed=0)
+                self.quantizer.defer_updates = True
+
+        class Model(torch.nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.project = torch.nn.Linear(6, 3)
+                self.codes = Codes()
+
+            def forward(self, x):
+                return self.codes.quantizer(self.project(x)).quantized.pow(2).mean()
+
+        return Model()
+
+
+def _accumulation_run(trainer_cfg: dict, port: int, queue) -> None:
+    """Fresh process, 1-rank ZeRO-0 engine, 2 optimizer steps of 2 micro-steps each through
+    optimizer_step; puts (codebook updates after each micro-step, the inputs each micro-step saw,
+    the projections' weights before each step, the final codebook)."""
+    import os
+
+    import torch
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK="0", LOCAL_RANK="0", WORLD_SIZE="1")
+    import deepspeed
+
+    from mmdist.train.engine import build_engine
+    from mmdist.train.loop import optimizer_step
+
+    deepspeed.init_distributed(dist_backend="gloo")
+    torch.manual_seed(0)
+    engine = build_engine(_CodesModel.build(), trainer_cfg, micro_batch=4)
+    quantizer = engine.module.codes.quantizer
+    updates, projected = [], []
+    for micro in range(4):
+        x = torch.randn(4, 6, generator=torch.Generator().manual_seed(micro))
+        projected.append(engine.module.project(x).detach().clone())
+        engine.backward(engine(x))
+        optimizer_step(engine, trainer_cfg["grad_clip"])
+        updates.append(int(quantizer.num_updates))
+    queue.put((updates, projected, quantizer.codebook.clone()))
+    torch.distributed.destroy_process_group()
+
+
+def test_codebook_moves_once_per_optimizer_step_under_gradient_accumulation(trainer_cfg):
+    """Issue 9, deviation 8: with grad_accum_steps = 2 the EMA step, idle counter and resets happen at
+    the accumulation boundary, on both micro-batches' rows: the same as one ordinary (non-deferred)
+    update per optimizer step on the concatenated rows."""
+    import torch
+    import torch.multiprocessing as mp
+
+    from mmdist.vq import VectorQuantizer
+    from tests.conftest import free_port
+
+    trainer_cfg.update(zero_stage=0, precision="fp32", grad_accum_steps=2, warmup_steps=1, max_steps=2)
+    context = mp.get_context("spawn")
+    queue = context.Queue()
+    process = context.Process(target=_accumulation_run, args=(trainer_cfg, free_port(), queue))
+    process.start()
+    updates, projected, codebook = _result_of(process, queue)
+    assert updates == [0, 1, 1, 2]
+    reference = VectorQuantizer(8, 3, dead_after=1, seed=0)
+    for step in range(2):
+        reference(torch.cat(projected[2 * step : 2 * step + 2]))
+    torch.testing.assert_close(codebook, reference.codebook, rtol=1e-6, atol=1e-6)
