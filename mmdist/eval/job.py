@@ -99,9 +99,7 @@ def model_info(model_cfg: dict, data_cfg: dict, state: dict) -> dict:
     model = build_model(model_cfg, data_cfg)
     grids = {}
     if "video" in model.encoders:
-        encoder, video = model.encoders["video"], data_cfg["video"]
-        side = math.ceil(video["size"] / encoder.spatial_stride)
-        grids["video"] = (math.ceil(video["num_frames"] / encoder.temporal_stride), side, side)  # the encoder's (t, h, w)
+        grids["video"] = model.codes.video_grid  # (t, h, w) of the video codes
     codebook = state["codes.quantizer.embed"].float().numpy()  # [V, D_code]
     return {"num_codes": codebook.shape[0], "codebook": codebook, "grids": grids}
 

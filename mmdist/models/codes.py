@@ -10,14 +10,23 @@ The quantiser is called once per forward on the valid positions of all modalitie
 step all-reduces). Padded positions and absent clips never reach the batch norm or the codebook.
 Every real narration candidate is quantised, not only the clip's own: eq. 3 must give a
 narration the same embedding whichever slot it sits in (retrieval embeds captions alone).
+
+Granularity (CMCM Appendix B): the paper encodes each video into 3 x 3 x 3 codewords (time, height,
+width) and every 16 consecutive spectrogram frames into one codeword, coarser than the encoders'
+last feature maps. `coarsen` average-pools the fine features to that granularity first
+(`model.codebook.video_grid`, `model.codebook.audio_positions_per_code`); text keeps one code per
+token. Without it the tiny video encoder gives 196 positions per clip against 50 for audio, and
+the codebook's EMA follows video.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from mmdist.models.layers import masked_mean
@@ -47,9 +56,19 @@ class CodeBranch(nn.Module):
         commitment: float,
         reset_noise: float,
         seed: int,
+        video_grid_in: Sequence[int] | None = None,
+        video_grid: Sequence[int] | None = None,
+        audio_positions_per_code: int = 1,
+        with_continuous: bool = True,
     ):
         super().__init__()
         self.modalities = list(in_dims)
+        # (t, h, w) of the video encoder's positions, and of the codes after `coarsen`
+        self.video_grid_in = tuple(video_grid_in) if video_grid_in is not None else None
+        self.video_grid = tuple(video_grid) if video_grid is not None else self.video_grid_in
+        self.audio_positions_per_code = audio_positions_per_code
+        # False: z = f_code(H_bar) alone, without f_high(H) (CMCM Table 3 row h, "w/o cont. repr.")
+        self.with_continuous = with_continuous
         self.project = nn.ModuleDict({m: nn.Linear(in_dims[m], dim) for m in self.modalities})  # f^M
         self.norm = ModalityBatchNorm(dim, self.modalities)
         self.quantizer = VectorQuantizer(
@@ -67,6 +86,32 @@ class CodeBranch(nn.Module):
     @property
     def codebook(self) -> torch.Tensor:
         return self.quantizer.codebook  # [V, D_code]
+
+    def coarsen(
+        self, fine: Mapping[str, torch.Tensor], valid: Mapping[str, torch.Tensor]
+    ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        """Fine features and valid masks at the codes' granularity (module docstring).
+
+        video `[N, t*h*w, C]` -> adaptive average pool to `video_grid` -> `[N, prod(video_grid), C]`;
+        audio `[N, f, C]` -> mean over the valid positions of each window of `audio_positions_per_code`
+        -> `[N, ceil(f / k), C]`, a window valid when any of its positions is."""
+        fine, valid = dict(fine), dict(valid)
+        if "video" in fine and self.video_grid != self.video_grid_in:
+            x = fine["video"]
+            n, length, channels = x.shape
+            if length != math.prod(self.video_grid_in):
+                raise ValueError(f"video features have {length} positions, not the {self.video_grid_in} grid "
+                                 "the model was built for (data.video.num_frames / size)")
+            grid = x.transpose(1, 2).reshape(n, channels, *self.video_grid_in)  # [N, C, t, h, w]
+            fine["video"] = F.adaptive_avg_pool3d(grid, self.video_grid).flatten(2).transpose(1, 2)
+            valid["video"] = valid["video"][:, :1].expand(n, fine["video"].shape[1])  # a clip's positions share its presence
+        if "audio" in fine and self.audio_positions_per_code > 1:
+            k, weights = self.audio_positions_per_code, valid["audio"].to(fine["audio"].dtype).unsqueeze(1)  # [N, 1, f]
+            summed = F.avg_pool1d(fine["audio"].transpose(1, 2) * weights, k, k, ceil_mode=True)  # [N, C, f']
+            share = F.avg_pool1d(weights, k, k, ceil_mode=True)  # [N, 1, f'] valid share of each window
+            fine["audio"] = (summed / share.clamp_min(1e-6)).transpose(1, 2)
+            valid["audio"] = share.squeeze(1) > 0
+        return fine, valid
 
     def forward(self, fine: Mapping[str, torch.Tensor], valid: Mapping[str, torch.Tensor]) -> CodeOutput:
         """fine: modality -> H `[N, L, C]`; valid: modality -> bool `[N, L]` (present and not padded)."""

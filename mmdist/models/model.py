@@ -7,6 +7,7 @@ keys named `model.*` in errors) and the sizes it needs from the data config (`da
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 
 import torch
@@ -22,6 +23,7 @@ from mmdist.models.config import (
     non_negative_number,
     one_of,
     positive_int,
+    positive_ints,
     positive_number,
     section,
 )
@@ -46,7 +48,8 @@ MODEL_KEYS = (
     "reconstruction_hidden_dim",
     "init_checkpoint",
 )
-CODEBOOK_KEYS = ("enabled", "num_codes", "dim", "decay", "dead_after", "commitment", "reset_noise", "seed")
+CODEBOOK_KEYS = ("enabled", "num_codes", "dim", "decay", "dead_after", "commitment", "reset_noise", "seed",
+                 "video_grid", "audio_positions_per_code", "with_continuous")
 FAC_KEYS = ("fine_dim", "coarse_dim")
 
 
@@ -126,7 +129,8 @@ class MultimodalModel(nn.Module):
         if self.codes is not None:
             code_embeddings, code_outputs = self.discretise(fine, valid, size)
             for m in self.modalities:
-                out["embeddings"][m] = out["embeddings"][m] + code_embeddings[m]  # CMCM eq. 3
+                continuous = out["embeddings"][m] if self.codes.with_continuous else 0.0
+                out["embeddings"][m] = continuous + code_embeddings[m]  # CMCM eq. 3
             out.update(code_outputs)
         if self.decoders is not None:
             out["reconstruction"] = self.reconstruct(out["embeddings"], pooled)
@@ -135,6 +139,7 @@ class MultimodalModel(nn.Module):
     def discretise(self, fine: dict, valid: dict, size: int) -> tuple[dict, dict]:
         """-> f_code(H_bar) by modality (`[B, D]`, text `[B, P, D]`) and the code outputs:
         `code_probs` (CMCM eqs. 4-5), `code_indices`, `code_mask`, `commitment_loss`."""
+        fine, valid = self.codes.coarsen(fine, valid)  # the codes' granularity (CMCM Appendix B)
         codes = self.codes(fine, valid)
         code_embeddings = {}
         out: dict = {"code_probs": {}, "code_indices": {}, "code_mask": {}, "commitment_loss": codes.commitment_loss}
@@ -216,7 +221,11 @@ def build_model(model_cfg: Mapping, data_cfg: Mapping) -> MultimodalModel:
     else:
         embedding_heads = nn.ModuleDict({m: GatedEmbedding(widths[m], embed_dim) for m in modalities})
 
-    codes = _build_codes(cfg["codebook"], widths, embed_dim, head)
+    video_grid = None
+    if "video" in modalities:  # the encoder's (t, h, w) positions ('same' padding: ceil of size / stride)
+        video_grid = (math.ceil(sizes["num_frames"] / encoders["video"].temporal_stride),
+                      *(2 * [math.ceil(sizes["size"] / encoders["video"].spatial_stride)]))
+    codes = _build_codes(cfg["codebook"], widths, embed_dim, head, video_grid)
     decoders = None
     if reconstruction:
         hidden = positive_int(cfg["reconstruction_hidden_dim"], "model.reconstruction_hidden_dim")
@@ -233,7 +242,9 @@ def build_model(model_cfg: Mapping, data_cfg: Mapping) -> MultimodalModel:
     )
 
 
-def _build_codes(cfg: Mapping, widths: Mapping[str, int], embed_dim: int, head: str) -> CodeBranch | None:
+def _build_codes(
+    cfg: Mapping, widths: Mapping[str, int], embed_dim: int, head: str, video_grid: tuple | None
+) -> CodeBranch | None:
     section(cfg, "model.codebook", CODEBOOK_KEYS)
     if not boolean(cfg["enabled"], "model.codebook.enabled"):
         return None
@@ -256,7 +267,20 @@ def _build_codes(cfg: Mapping, widths: Mapping[str, int], embed_dim: int, head: 
         commitment=non_negative_number(cfg["commitment"], "model.codebook.commitment"),
         reset_noise=non_negative_number(cfg["reset_noise"], "model.codebook.reset_noise"),
         seed=cfg["seed"],
+        video_grid_in=video_grid,
+        video_grid=_code_grid(cfg["video_grid"], video_grid),
+        audio_positions_per_code=positive_int(cfg["audio_positions_per_code"], "model.codebook.audio_positions_per_code"),
+        with_continuous=boolean(cfg["with_continuous"], "model.codebook.with_continuous"),
     )
+
+
+def _code_grid(value, encoder_grid: tuple | None) -> tuple | None:
+    """model.codebook.video_grid: null (every encoder position) or [t, h, w], each axis capped at the
+    encoder's (small test clips have fewer positions than the grid; pooling never duplicates them)."""
+    if value is None or encoder_grid is None:
+        return encoder_grid
+    grid = positive_ints(value, "model.codebook.video_grid", 3)
+    return tuple(min(g, e) for g, e in zip(grid, encoder_grid))
 
 
 def _check_reaches(stride: int, size: int, model_key: str, data_key: str) -> None:

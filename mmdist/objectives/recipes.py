@@ -178,6 +178,13 @@ def _commitment(batch: _Batch) -> torch.Tensor:
 
 
 def _cmcm(recipe, batch: _Batch, step: int, kmeans) -> tuple[torch.Tensor, dict]:
+    if "code_probs" not in batch.outputs:
+        # the baseline of CMCM Table 3 row (f), "w/o VQ & w/o CMCM": MMS alone, no codebook
+        if recipe["cmcm_alpha"] != 0:
+            raise ValueError("recipe cmcm: recipe.cmcm_alpha > 0 needs the codebook (model.codebook.enabled=true); "
+                             "set recipe.cmcm_alpha=0 for the MMS-only baseline")
+        mms = _mms_pairs(recipe, batch)
+        return mms, {"loss_mms": mms}
     mms, cmcm, commitment = _mms_pairs(recipe, batch), _cmcm_pairs(batch), _commitment(batch)
     total = mms + recipe["cmcm_alpha"] * cmcm + commitment
     return total, {"loss_mms": mms, "loss_cmcm": cmcm, "loss_commitment": commitment}

@@ -280,3 +280,18 @@ def test_everything_missing_still_backpropagates():
     assert total.item() == 0.0 and terms["loss_info_nce"] == 0.0
     total.backward()
     assert torch.all(outputs["embeddings"]["video"].grad == 0)
+
+
+def test_cmcm_without_codebook_is_the_mms_baseline():
+    """CMCM Table 3 row (f): the cmcm recipe on a model without codebook trains MMS alone at alpha 0,
+    and names the key when alpha asks for code matching."""
+    recipe, outputs = load_recipe("cmcm"), make_outputs(0)
+    for key in ("code_probs", "code_indices", "code_mask", "commitment_loss"):
+        outputs.pop(key, None)
+    with pytest.raises(ValueError, match="model.codebook.enabled"):
+        recipe_loss(recipe, outputs, step=0)
+    recipe["cmcm_alpha"] = 0.0
+    total, terms = recipe_loss(recipe, outputs, step=0)
+    v, a = (own(outputs, m) for m in ("video", "audio"))
+    assert total.item() == pytest.approx(ref.mms(v @ a.t(), recipe["mms_margin"]), rel=1e-10)
+    assert set(terms) == {"loss_mms"}
