@@ -2,6 +2,7 @@
 
     cmcm    L = sum_pairs L_MMS + alpha * sum_pairs (L_CMCM(a,b) + L_CMCM(b,a)) (+ commitment)       CMCM eq. 8
     mc3     L = sum_ordered_pairs InfoNCE [+ w * L_consensus in the refine stage]                    MC3 eq. 4
+            (recipe.refine_contrastive=false: the refine stage drops InfoNCE, Table 2's ablation)
     mc3_vq  mc3 + alpha * CMCM over every modality pair (+ commitment), the shared codebook variant
     mcn     L = sum_pairs L_MMS + w_c * mean_m L_cluster,m + w_r * sum_m L_reconstruct,m             MCN eq. 1
     mmv     L = lambda_va NCE(v, a) + lambda_vt MIL-NCE(v, t)                                         MMV eq. 1
@@ -29,7 +30,8 @@ from mmdist.objectives.consensus import INVERSES, consensus_loss
 from mmdist.objectives.contrastive import info_nce, mil_nce, mms_loss
 
 MODALITIES = ("video", "audio", "text")
-_MC3_KEYS = {"temperature", "anchor", "consensus_alphas", "consensus_inverse", "consensus_weight", "align_steps"}
+_MC3_KEYS = {"temperature", "anchor", "consensus_alphas", "consensus_inverse", "consensus_weight", "align_steps",
+             "refine_contrastive"}
 RECIPE_KEYS: dict[str, set[str]] = {
     "cmcm": {"mms_margin", "cmcm_alpha"},
     "mc3": _MC3_KEYS,
@@ -206,7 +208,9 @@ def _mc3(recipe, batch: _Batch, step: int, kmeans) -> tuple[torch.Tensor, dict]:
             embeddings = {name: batch.embedding(name)[rows] for name in batch.modalities}
             consensus = consensus_loss(embeddings, recipe["anchor"], recipe["consensus_alphas"],
                                        recipe["consensus_inverse"])
-    total = contrastive + (recipe["consensus_weight"] * consensus if refine else 0.0)
+    # MC3 Table 2 "w/o L_contrastive": the refine stage trains the consensus alone
+    keep_contrastive = not refine or recipe["refine_contrastive"]
+    total = (contrastive if keep_contrastive else 0.0) + (recipe["consensus_weight"] * consensus if refine else 0.0)
     terms = {"loss_info_nce": contrastive, "loss_consensus": consensus, "stage": float(refine)}
     if recipe["name"] == "mc3_vq":
         cmcm, commitment = _cmcm_pairs(batch), _commitment(batch)

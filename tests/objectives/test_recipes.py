@@ -138,6 +138,18 @@ def test_mc3_align_then_refine(seed):
     no_align = dict(recipe, align_steps=0)  # the "w/o align-stage" ablation
     assert recipe_loss(no_align, outputs, step=0)[1]["stage"] == 1.0
 
+    # "w/o L_contrastive": contrastive in the align stage, the consensus alone in refine
+    consensus_only = dict(recipe, refine_contrastive=False)
+    assert recipe_loss(consensus_only, outputs, step=0)[0].item() == pytest.approx(contrastive, rel=1e-10)
+    total, terms = recipe_loss(consensus_only, outputs, step=recipe["align_steps"])
+    assert total.item() == pytest.approx(consensus, rel=1e-10)
+    assert terms["loss_info_nce"] == pytest.approx(contrastive, rel=1e-10)  # still reported
+
+    per_modality = dict(recipe, consensus_inverse="per_modality")
+    total, _ = recipe_loss(per_modality, outputs, step=recipe["align_steps"])
+    expected = ref.consensus({m: own(outputs, m) for m in MODALITIES}, "audio", {"video": 0.5, "text": 1.0}, "per_modality")
+    assert total.item() == pytest.approx(contrastive + expected, rel=1e-10)
+
 
 def test_mc3_vq_total():
     recipe, outputs = load_recipe("mc3_vq"), make_outputs(3)
