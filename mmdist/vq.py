@@ -120,7 +120,11 @@ class VectorQuantizer(nn.Module):
                 self._buffers[name] = buf.float()
         return self
 
-    def forward(self, x: torch.Tensor, modality_ids: torch.Tensor | None = None) -> VQResult:
+    def forward(
+        self, x: torch.Tensor, modality_ids: torch.Tensor | None = None, counted: torch.Tensor | None = None
+    ) -> VQResult:
+        """`counted [N]` bool (None: all): the rows whose statistics enter the EMA update; the others
+        are quantised all the same (the model keeps neighbouring narrations out of the codebook's EMA)."""
         self._check_inputs(x, modality_ids)
         with torch.autocast(device_type=x.device.type, enabled=False):
             work = _working_dtype(x.dtype)
@@ -130,7 +134,7 @@ class VectorQuantizer(nn.Module):
             chosen = codebook[indices]  # [N, D], the pre-update codewords
             global_rows = rows.shape[0]
             if self.training:
-                global_rows = self._ema_update(rows.detach(), indices, modality_ids)
+                global_rows = self._ema_update(rows.detach(), indices, modality_ids, counted)
             quantized = rows + (chosen - rows).detach()  # eq. 2: x + sg(e_v - x)
             # beta |f(h) - sg(e)|^2, a mean over the GLOBAL batch's rows: scaled by W / (global rows) so
             # that DeepSpeed's gradient averaging gives the single-process gradient (mmdist.dist).
@@ -155,26 +159,32 @@ class VectorQuantizer(nn.Module):
             )
 
     @torch.no_grad()
-    def _ema_update(self, rows: torch.Tensor, indices: torch.Tensor, modality_ids: torch.Tensor | None) -> int:
-        """Statistics of all ranks for this call, applied now or, with `defer_updates`, summed until
-        `apply_pending_update`; returns the global number of rows."""
+    def _ema_update(
+        self, rows: torch.Tensor, indices: torch.Tensor, modality_ids: torch.Tensor | None, counted: torch.Tensor | None
+    ) -> int:
+        """Statistics of all ranks for this call (of the `counted` rows), applied now or, with
+        `defer_updates`, summed until `apply_pending_update`; returns the global number of rows quantised."""
         num_groups, num_codes = self.last_counts.shape
+        all_rows = float(rows.shape[0])
         groups = modality_ids if modality_ids is not None else torch.full_like(indices, num_groups - 1)
+        if counted is not None:
+            rows, indices, groups = rows[counted], indices[counted], groups[counted]
         counts = torch.zeros(num_groups, num_codes, dtype=rows.dtype, device=rows.device)
         counts.index_put_((groups, indices), torch.ones_like(indices, dtype=rows.dtype), accumulate=True)
         sums = torch.zeros(num_codes, self.dim, dtype=rows.dtype, device=rows.device)
         sums.index_add_(0, indices, rows)  # [V, D]
-        # One collective for both statistics; after it every rank holds identical bytes.
-        packed = dist.all_reduce_sum_(torch.cat([counts.flatten(), sums.flatten()]))
+        # One collective for both statistics and the row count; after it every rank holds identical bytes.
+        packed = dist.all_reduce_sum_(torch.cat([counts.flatten(), sums.flatten(), rows.new_tensor([all_rows])]))
+        global_rows = int(packed[-1])
         counts = packed[: counts.numel()].view(num_groups, num_codes)
-        sums = packed[counts.numel() :].view(num_codes, self.dim)
+        sums = packed[counts.numel() : -1].view(num_codes, self.dim)
         if self.defer_updates:
             if self._pending is not None:
                 counts, sums = counts + self._pending[0], sums + self._pending[1]
             self._pending = (counts, sums)
         else:
             self._apply_statistics(counts, sums)
-        return int(counts.sum())
+        return global_rows
 
     @torch.no_grad()
     def apply_pending_update(self) -> bool:

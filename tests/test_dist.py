@@ -31,7 +31,8 @@ D_IN, D, P, L, V = 6, 5, 3, 4, 7
 VQ_STEPS = 50
 KMEANS_STEPS = 6
 MC3 = {"name": "mc3", "modalities": ["video", "audio", "text"], "temperature": 0.1, "anchor": "audio",
-       "consensus_alphas": {"video": 0.5, "text": 1.0}, "consensus_weight": 1.0, "align_steps": 0}
+       "consensus_alphas": {"video": 0.5, "text": 1.0}, "consensus_weight": 1.0, "align_steps": 0,
+       "consensus_inverse": "unscaled", "refine_contrastive": True}
 
 
 # ---------------------------------------------------------------- the shared problem

@@ -254,3 +254,19 @@ def test_discarded_statistics_change_nothing():
     assert not vq.apply_pending_update()
     for name, value in vq.state_dict().items():
         assert torch.equal(value, state[name]), name
+
+
+def test_uncounted_rows_are_quantised_but_stay_out_of_the_ema():
+    g = torch.Generator().manual_seed(5)
+    x = torch.randn(30, 4, generator=g, dtype=torch.float64)
+    counted = torch.arange(30) % 3 == 0
+    masked = VectorQuantizer(12, 4, seed=1).double()
+    result = masked(x, counted=counted)
+    reference = VectorQuantizer(12, 4, seed=1).double()
+    reference(x[counted])  # the EMA of the counted rows alone
+    for name in ("embed", "ema_sum", "ema_count", "last_counts"):
+        torch.testing.assert_close(getattr(masked, name), getattr(reference, name), rtol=1e-12, atol=1e-12)
+    # every row is quantised, and the commitment term is a mean over all of them
+    fresh = VectorQuantizer(12, 4, seed=1).double().eval()
+    assert torch.equal(result.indices, fresh(x).indices)
+    torch.testing.assert_close(result.commitment_loss, fresh(x).commitment_loss)

@@ -60,6 +60,7 @@ class CodeBranch(nn.Module):
         video_grid: Sequence[int] | None = None,
         audio_positions_per_code: int = 1,
         with_continuous: bool = True,
+        ema_text: str = "all",
     ):
         super().__init__()
         self.modalities = list(in_dims)
@@ -69,6 +70,8 @@ class CodeBranch(nn.Module):
         self.audio_positions_per_code = audio_positions_per_code
         # False: z = f_code(H_bar) alone, without f_high(H) (CMCM Table 3 row h, "w/o cont. repr.")
         self.with_continuous = with_continuous
+        # "own": only the clip's own narration (candidate 0) enters the EMA; "all": every candidate
+        self.ema_text = ema_text
         self.project = nn.ModuleDict({m: nn.Linear(in_dims[m], dim) for m in self.modalities})  # f^M
         self.norm = ModalityBatchNorm(dim, self.modalities)
         self.quantizer = VectorQuantizer(
@@ -113,8 +116,15 @@ class CodeBranch(nn.Module):
             valid["audio"] = share.squeeze(1) > 0
         return fine, valid
 
-    def forward(self, fine: Mapping[str, torch.Tensor], valid: Mapping[str, torch.Tensor]) -> CodeOutput:
-        """fine: modality -> H `[N, L, C]`; valid: modality -> bool `[N, L]` (present and not padded)."""
+    def forward(
+        self,
+        fine: Mapping[str, torch.Tensor],
+        valid: Mapping[str, torch.Tensor],
+        counted: Mapping[str, torch.Tensor] | None = None,
+    ) -> CodeOutput:
+        """fine: modality -> H `[N, L, C]`; valid: modality -> bool `[N, L]` (present and not padded);
+        counted: modality -> bool `[N]`, the items whose positions enter the codebook's EMA (default all;
+        the model passes the clip's own narration only, `model.codebook.ema_text`)."""
         modalities = [m for m in self.modalities if m in fine]
         projected = {m: self.project[m](fine[m]) for m in modalities}  # [N, L, D_code]
         # Quantisation runs in fp32 (SPEC Sec. 8.8: bf16 distances lose codes).
@@ -126,11 +136,17 @@ class CodeBranch(nn.Module):
                 for m, count in zip(modalities, counts)
             ]
         )  # [N_valid]
+        counted_rows = None
+        if counted:
+            counted_rows = torch.cat([
+                (counted[m].unsqueeze(1) if m in counted else torch.ones_like(valid[m][:, :1])).expand_as(valid[m])[valid[m]]
+                for m in modalities
+            ])  # [N_valid]
         normalised_rows = self.norm(rows, modality_ids)
         # The code distributions (CMCM eq. 4) must see the codewords the indices saw, not the ones
         # this call's EMA step and resets leave behind.
         codebook = self.quantizer.codebook.clone() if self.training else self.quantizer.codebook
-        result = self.quantizer(normalised_rows, modality_ids)  # one EMA update (training mode)
+        result = self.quantizer(normalised_rows, modality_ids, counted_rows)  # one EMA update (training mode)
 
         out = CodeOutput(normalised={}, indices={}, code_embedding={}, commitment_loss=result.commitment_loss,
                          codebook=codebook)

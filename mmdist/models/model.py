@@ -49,7 +49,7 @@ MODEL_KEYS = (
     "init_checkpoint",
 )
 CODEBOOK_KEYS = ("enabled", "num_codes", "dim", "decay", "dead_after", "commitment", "reset_noise", "seed",
-                 "video_grid", "audio_positions_per_code", "with_continuous")
+                 "video_grid", "audio_positions_per_code", "with_continuous", "ema_text")
 FAC_KEYS = ("fine_dim", "coarse_dim")
 
 
@@ -140,7 +140,13 @@ class MultimodalModel(nn.Module):
         """-> f_code(H_bar) by modality (`[B, D]`, text `[B, P, D]`) and the code outputs:
         `code_probs` (CMCM eqs. 4-5), `code_indices`, `code_mask`, `commitment_loss`."""
         fine, valid = self.codes.coarsen(fine, valid)  # the codes' granularity (CMCM Appendix B)
-        codes = self.codes(fine, valid)
+        counted = None
+        if "text" in fine and self.codes.ema_text == "own":
+            # every candidate narration is quantised (eq. 3 in any slot), but only the clip's own one
+            # steers the codebook: otherwise text weighs P times a clip in the EMA and dead-code counts
+            candidates = fine["text"].shape[0] // size
+            counted = {"text": torch.arange(fine["text"].shape[0], device=fine["text"].device) % candidates == 0}
+        codes = self.codes(fine, valid, counted)
         code_embeddings = {}
         out: dict = {"code_probs": {}, "code_indices": {}, "code_mask": {}, "commitment_loss": codes.commitment_loss}
         for m in self.modalities:
@@ -271,6 +277,7 @@ def _build_codes(
         video_grid=_code_grid(cfg["video_grid"], video_grid),
         audio_positions_per_code=positive_int(cfg["audio_positions_per_code"], "model.codebook.audio_positions_per_code"),
         with_continuous=boolean(cfg["with_continuous"], "model.codebook.with_continuous"),
+        ema_text=one_of(cfg["ema_text"], ("own", "all"), "model.codebook.ema_text"),
     )
 
 

@@ -168,13 +168,25 @@ def test_one_ema_update_per_training_forward_and_none_in_eval(tiny_cfg, data_cfg
     assert int(counts["video"].sum()) == int(batch["has_video"].sum()) * 32
     assert int(counts["audio"].sum()) == int(((frames + 3) // 4 * batch["has_audio"]).sum())
     real_tokens = batch["text_token_mask"] & batch["text_candidate_mask"].unsqueeze(2)
-    assert int(counts["text"].sum()) == int((real_tokens & batch["has_text"].view(-1, 1, 1)).sum())
+    real_tokens = real_tokens & batch["has_text"].view(-1, 1, 1)  # [B, P, L]
+    # model.codebook.ema_text = own: only the clip's own narration (candidate 0) is counted
+    assert int(counts["text"].sum()) == int(real_tokens[:, 0].sum()) < int(real_tokens.sum())
 
     model.eval()
     codebook = quantizer.codebook.clone()
     model(batch)
     assert int(quantizer.num_updates) == 2
     assert torch.equal(quantizer.codebook, codebook)
+
+
+def test_every_candidate_enters_the_ema_with_ema_text_all(tiny_cfg, data_cfg, batch_factory):
+    tiny_cfg["codebook"]["ema_text"] = "all"
+    torch.manual_seed(0)
+    model = build_model(tiny_cfg, data_cfg)
+    batch = batch_factory(size=6, seed=2)
+    model(batch)
+    real_tokens = batch["text_token_mask"] & batch["text_candidate_mask"].unsqueeze(2) & batch["has_text"].view(-1, 1, 1)
+    assert int(model.codes.quantizer.usage()["counts"]["text"].sum()) == int(real_tokens.sum())
 
 
 def test_no_codebook_no_code_outputs(tiny_cfg, data_cfg, batch_factory):

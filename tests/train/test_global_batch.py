@@ -24,6 +24,8 @@ RECIPE = {
     "consensus_alphas": {"video": 0.5, "text": 1.0},
     "consensus_weight": 1.0,
     "align_steps": 0,  # refine: every term of mc3_vq contributes
+    "consensus_inverse": "unscaled",
+    "refine_contrastive": True,
     "cmcm_alpha": 0.1,
 }
 
