@@ -174,7 +174,8 @@ def render_row(plan: ClipPlan, seed: int, cfg: dict) -> dict:
     """One Parquet row: the clip rendered, encoded and labelled."""
     video_cfg, audio_cfg = cfg["video"], cfg["audio"]
     duration = video_cfg["num_frames"] / video_cfg["fps"]
-    scene = draw_scene(np.random.default_rng([seed, 0, plan.source]), video_cfg["size"])
+    scene = draw_scene(np.random.default_rng([seed, 0, plan.source]), video_cfg["size"],
+                       video_cfg["ball_radius"], video_cfg["ball_hop_px"])
     draw_rng, frame_rng, audio_rng = (np.random.default_rng(s) for s in np.random.SeedSequence([seed, 1, plan.index]).spawn(3))
     draw = draw_clip(draw_rng, cfg, with_hops=plan.region == 2)
     video = audio = None

@@ -66,9 +66,7 @@ NOUNS = (
 )
 
 BALL_COLOUR = (170, 170, 170)
-BALL_RADIUS = 4
 HOP_S = 0.3  # a background hop lasts this long, with a noise burst as loud as the ball is high
-HOP_PX = 10.0  # and rises this high
 
 
 @dataclass(frozen=True)
@@ -93,7 +91,7 @@ class ClipDraw:
     hops: tuple[float, ...]  # start times of background hops (region II only)
 
 
-def draw_scene(rng: np.random.Generator, size: int) -> Scene:
+def draw_scene(rng: np.random.Generator, size: int, ball_radius: float, hop_px: float) -> Scene:
     background = tuple(float(v) for v in rng.uniform(15, 60, size=3))
     clutter = []
     for _ in range(2):
@@ -101,8 +99,8 @@ def draw_scene(rng: np.random.Generator, size: int) -> Scene:
         y0, x0 = rng.integers(0, size - height), rng.integers(0, size - width)
         clutter.append((int(y0), int(x0), int(y0 + height), int(x0 + width), int(rng.integers(70, 110))))
     corner_y, corner_x = rng.integers(0, 2, size=2)
-    margin = BALL_RADIUS + 2
-    ball = (size - margin if corner_y else margin + HOP_PX, size - margin if corner_x else margin)
+    margin = ball_radius + 2
+    ball = (size - margin if corner_y else margin + hop_px, size - margin if corner_x else margin)
     return Scene(background, tuple(clutter), (float(ball[0]), float(ball[1])))
 
 
@@ -224,13 +222,13 @@ def tone(noun: Noun, pitch: np.ndarray, sample_rate: int) -> np.ndarray:
 
 # ---- whole clips ---------------------------------------------------------------------------
 
-def ball_height(t: np.ndarray, hops: tuple[float, ...]) -> np.ndarray:
-    """How high [T or S] the background ball is above its resting place (pixels)."""
+def ball_height(t: np.ndarray, hops: tuple[float, ...], hop_px: float) -> np.ndarray:
+    """How high [T or S] the background ball is above its resting place (pixels; `hop_px` at the top)."""
     height = np.zeros_like(t)
     for start in hops:
         v = (t - start) / HOP_S
         inside = (v >= 0) & (v <= 1)
-        height[inside] = np.maximum(height[inside], HOP_PX * 4 * v[inside] * (1 - v[inside]))
+        height[inside] = np.maximum(height[inside], hop_px * 4 * v[inside] * (1 - v[inside]))
     return height
 
 
@@ -246,11 +244,11 @@ def render_frames(
     for y0, x0, y1, x1, level in scene.clutter:
         image[:, y0:y1, x0:x1] = level
     rows, cols = np.mgrid[0:size, 0:size].astype(np.float32)  # [H, W]
-    ball_y = scene.ball_centre[0] - ball_height(t, draw.hops)  # [T]
+    ball_y = scene.ball_centre[0] - ball_height(t, draw.hops, video["ball_hop_px"])  # [T]
     radius = video["object_radius"] * draw.size
     dy, dx, scale = verb_motion(verb, t, draw.phase, video["motion_amplitude"] * draw.amplitude, count / fps)
     for i in range(count):
-        ball = (rows - ball_y[i]) ** 2 + (cols - scene.ball_centre[1]) ** 2 <= BALL_RADIUS**2
+        ball = (rows - ball_y[i]) ** 2 + (cols - scene.ball_centre[1]) ** 2 <= video["ball_radius"] ** 2
         image[i][ball] = BALL_COLOUR
         if region == 4:  # off-screen action: the camera shows the scene only
             continue
@@ -274,6 +272,6 @@ def render_audio(
         envelope, pitch = verb_sound(verb, t, draw.phase, duration)
         wave += draw.gain * envelope * tone(noun, noun.base_hz * draw.pitch * pitch, sample_rate)
     if region == 2:  # noise that swells and fades with each hop of the ball: in sync, not tonal
-        envelope = ball_height(t, draw.hops) / HOP_PX
+        envelope = ball_height(t, draw.hops, 1.0)  # the ball's height as a fraction of its hop
         wave += audio["background_gain"] * envelope * rng.uniform(-1, 1, size=t.shape)
     return wave.astype(np.float32)
