@@ -121,3 +121,11 @@ def broadcast_(x: torch.Tensor, src: int = 0) -> torch.Tensor:
     if world_size() > 1:
         torch_dist.broadcast(x, src=src)
     return x
+
+
+def any_across_ranks(flag: bool, device: torch.device | str = "cpu") -> bool:
+    """True on every rank when `flag` is True on any rank (one all-reduce of a flag on `device`, which
+    NCCL needs to be the rank's GPU); the local flag alone in one process."""
+    if world_size() == 1:
+        return flag
+    return bool(all_reduce_sum_(torch.tensor([float(flag)], device=device)).item() > 0)

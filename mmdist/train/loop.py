@@ -17,6 +17,8 @@ import ray.train
 import torch
 import torch.distributed as torch_dist
 
+from mmdist import dist
+
 from mmdist.config import redact
 from mmdist.data.pipeline import LABEL_COLUMNS, decode_stats
 from mmdist.eval import embed_batch, to_torch_batch, validation_metrics
@@ -63,17 +65,23 @@ def train_loop_per_worker(config: dict) -> None:
     max_steps, report_every = trainer_cfg["max_steps"], trainer_cfg["report_every"]
     global_batch = config["data"]["batch_size"]
     validation_every = config["validation"]["every"] if config["validation"]["path"] else 0
+    skips = NonFiniteSkips(trainer_cfg["nonfinite"], trainer_cfg["max_consecutive_skips"])
     while step < max_steps:
-        for _ in range(trainer_cfg["grad_accum_steps"]):
+        micro = 0
+        while micro < trainer_cfg["grad_accum_steps"]:
             with timer.waiting():
                 batch = next(batches)
-            loss, terms, gathered, grad_norm = train_step(engine, batch, recipe_cfg, step, kmeans, trainer_cfg["grad_clip"])
+            outcome = train_step(engine, batch, recipe_cfg, step, kmeans, trainer_cfg["grad_clip"], skips)
+            if outcome is None:  # skipped: nothing moved; the micro-step is done again on the next batch
+                continue
+            micro += 1
+            loss, terms, gathered, grad_norm = outcome
             if grad_norm is not None:  # accumulation boundary: one figure per optimizer step
                 sums["grad_norm"] += grad_norm * trainer_cfg["grad_accum_steps"]
             for name, value in terms.items():
                 sums[name] += float(value)
             sums["loss"] += float(loss.detach())
-            for name, value in in_batch_recall_at_1(gathered["embeddings"]).items():
+            for name, value in in_batch_recall_at_1(gathered).items():
                 sums[name] += value
             sums["micro_steps"] += 1
         step += 1
@@ -89,6 +97,7 @@ def train_loop_per_worker(config: dict) -> None:
             lr=engine.get_lr()[0],
             clips_per_s=global_batch * micro_steps / trainer_cfg["grad_accum_steps"] / window["total_s"],
             data_wait_frac=window["wait_s"] / window["total_s"],
+            nonfinite_skipped=skips.total,  # micro-steps skipped for a non-finite loss or gradient, so far
         )
         metrics.update(_codebook_usage(engine.module))
         if validation_every and (step % validation_every == 0 or step == max_steps):
@@ -144,34 +153,95 @@ def setup_engine(config: dict, world_size: int, log: bool = False):
     return build_engine(model, trainer_cfg, micro_batch), micro_batch
 
 
-def train_step(engine, batch: dict, recipe_cfg: dict, step: int, kmeans, grad_clip: float):
+class NonFiniteSkips:
+    """`trainer.nonfinite`: what a non-finite loss (or, without ZeRO, gradient) does. `skip` drops the
+    micro-step, counted, and fails after `max_consecutive` skips in a row; `stop` fails at once. The
+    error names the step and the loss terms that went non-finite."""
+
+    def __init__(self, mode: str, max_consecutive: int):
+        if mode not in ("skip", "stop"):
+            raise ValueError(f"trainer.nonfinite must be 'skip' or 'stop', got {mode!r}")
+        self.mode, self.max_consecutive = mode, max_consecutive
+        self.total = self.consecutive = 0
+
+    def handle(self, step: int, culprits: list[str]) -> None:
+        """Record one non-finite micro-step; raises when the config says to stop."""
+        self.total += 1
+        self.consecutive += 1
+        message = f"step {step}: non-finite {', '.join(culprits)}"
+        if self.mode == "stop":
+            raise FloatingPointError(f"{message} (trainer.nonfinite=stop)")
+        if self.consecutive > self.max_consecutive:
+            raise FloatingPointError(f"{message}: {self.consecutive} micro-steps skipped in a row "
+                                     f"(trainer.max_consecutive_skips={self.max_consecutive})")
+        say(f"[train] {message}: micro-step skipped ({self.total} so far)")
+
+    def ok(self) -> None:
+        self.consecutive = 0
+
+
+def train_step(engine, batch: dict, recipe_cfg: dict, step: int, kmeans, grad_clip: float, skips: NonFiniteSkips):
     """One micro-step: forward, gather the global batch, recipe loss, backward, optimizer step.
 
     Returns (loss, loss terms, the gathered outputs, the gradient norm at an accumulation boundary
-    else None)."""
+    else None), or None when the micro-step was skipped for a non-finite loss or gradient: then no
+    parameter, optimizer state, buffer (batch norm statistics) or codebook / k-means statistic moved."""
+    module = engine.module
+    buffers = {name: buffer.clone() for name, buffer in module.named_buffers()}
+    kmeans_state = kmeans.state_dict() if kmeans is not None else None
     gathered = gather_outputs(engine(batch))
     loss, terms = recipe_loss(recipe_cfg, gathered, step, kmeans)
+    culprits = [name for name, value in {"loss": float(loss.detach()), **terms}.items() if not np.isfinite(value)]
+    if dist.any_across_ranks(bool(culprits), engine.device):  # every rank skips together (the collectives must match)
+        _restore(module, buffers, kmeans, kmeans_state)
+        skips.handle(step, culprits or ["loss on another rank"])
+        return None
     engine.backward(loss)
-    return loss, terms, gathered, optimizer_step(engine, grad_clip)
+    grad_norm = gradient_norm_if_finite(engine)
+    if grad_norm is not None and not np.isfinite(grad_norm):
+        engine.zero_grad()
+        _restore(module, buffers, kmeans, kmeans_state)
+        skips.handle(step, ["gradient"])
+        return None
+    skips.ok()
+    return loss, terms, gathered, optimizer_step(engine, grad_clip, grad_norm)
 
 
-def optimizer_step(engine, grad_clip: float) -> float | None:
+def gradient_norm_if_finite(engine) -> float | None:
+    """Without ZeRO, at an accumulation boundary: the global gradient norm (gradients are whole on
+    every rank after DeepSpeed's all-reduce), so that a non-finite gradient is caught before the
+    optimizer step. With ZeRO the gradients are partitioned inside DeepSpeed: None (not checked)."""
+    if engine.zero_optimization_stage() != 0 or not engine.is_gradient_accumulation_boundary():
+        return None
+    grads = [param.grad for param in engine.module.parameters() if param.grad is not None]
+    return float(torch.nn.utils.get_total_norm(grads)) if grads else 0.0
+
+
+def _restore(module, buffers: dict, kmeans, kmeans_state) -> None:
+    for name, buffer in module.named_buffers():
+        buffer.copy_(buffers[name])
+    codes = getattr(module, "codes", None)
+    if codes is not None:
+        codes.quantizer.discard_pending_update()
+    if kmeans is not None:
+        kmeans.load_state_dict(kmeans_state)
+
+
+def optimizer_step(engine, grad_clip: float, norm: float | None = None) -> float | None:
     """`engine.step()`; at an accumulation boundary, returns the global gradient norm before clipping.
 
     Without ZeRO, DeepSpeed all-reduces whole gradients in `backward`, keeps no norm and is told not
     to clip (mmdist.train.engine.deepspeed_config): the gradients are clipped to `grad_clip` here
-    (0: not clipped), by torch's fused clip_grad_norm_, which returns the norm. With ZeRO the
-    gradients are partitioned and the optimizer clips and computes the global norm inside `step`."""
+    (0: not clipped) with `norm` when the caller measured it (gradient_norm_if_finite), else by
+    torch's fused clip_grad_norm_. With ZeRO the gradients are partitioned and the optimizer clips
+    and computes the global norm inside `step`. The codebook's EMA step follows the optimizer's."""
     boundary = engine.is_gradient_accumulation_boundary()
-    norm = None
     if boundary and engine.zero_optimization_stage() == 0:
-        grads = [param.grad for param in engine.module.parameters() if param.grad is not None]
-        if not grads:
-            norm = 0.0
-        elif grad_clip > 0:
-            norm = float(torch.nn.utils.clip_grad_norm_(engine.module.parameters(), grad_clip))
-        else:
-            norm = float(torch.nn.utils.get_total_norm(grads))
+        parameters = [param for param in engine.module.parameters() if param.grad is not None]
+        if norm is None:
+            norm = float(torch.nn.utils.get_total_norm([param.grad for param in parameters])) if parameters else 0.0
+        if grad_clip > 0 and parameters:
+            torch.nn.utils.clip_grads_with_norm_(parameters, grad_clip, torch.tensor(norm))
     engine.step()
     if boundary:
         codes = getattr(engine.module, "codes", None)
