@@ -81,7 +81,7 @@ def train_loop_per_worker(config: dict) -> None:
             for name, value in terms.items():
                 sums[name] += float(value)
             sums["loss"] += float(loss.detach())
-            for name, value in in_batch_recall_at_1(gathered).items():
+            for name, value in in_batch_recall_at_1(gathered["embeddings"]).items():
                 sums[name] += value
             sums["micro_steps"] += 1
         step += 1
