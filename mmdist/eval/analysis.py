@@ -4,7 +4,9 @@
 `metrics.json` (sections retrieval, retrieval_action, retrieval_full_video, discovery, probe,
 clustering, codebook); `artifacts` holds what only the report draws (curves, matrices, maps).
 Each section uses the clips that have what it needs (both modalities present, a label) and
-says how many it used.
+says how many it used. Every comparison reads the columns `embedding_columns` names: for an MMV
+FAC model, video and audio in the fine space S_va (their pair, and each on its own in the probe and
+clustering), anything with text in the coarse S_vat (SPEC 8.6).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import numpy as np
 from mmdist.eval import codebook as cb
 from mmdist.eval.clustering import clustering_metrics, kmeans_labels
 from mmdist.eval.discovery import cosine_scores, discovery_curves, discovery_metrics
+from mmdist.eval.embed import embedding_columns
 from mmdist.eval.probe import linear_probe, split_by_group
 from mmdist.eval.retrieval import full_video_similarity, retrieval_metrics, sampled_retrieval
 
@@ -49,9 +52,10 @@ def retrieval_section(rows: dict, cfg: dict, seed: int, groups: np.ndarray | Non
             keep &= groups >= 0
         if keep.sum() < 2:
             continue
+        query_column, candidate_column = embedding_columns(rows, query, candidate)
         section[f"{query}->{candidate}"] = sampled_retrieval(
-            rows[f"emb_{query}"][keep],
-            rows[f"emb_{candidate}"][keep],
+            rows[query_column][keep],
+            rows[candidate_column][keep],
             cfg["similarity"],
             cfg["chunk_size"],
             cfg["retrieval"]["num_candidates"],
@@ -74,8 +78,9 @@ def full_video_section(rows: dict, cfg: dict) -> dict:
     clips &= np.isin(sources, shared)
     if len(shared) < 2:
         return {}
+    text_column, video_column = embedding_columns(rows, "text", "video")
     scores, _ = full_video_similarity(
-        rows["emb_text"][captions], sources[captions], rows["emb_video"][clips], sources[clips], cfg["similarity"], cfg["chunk_size"]
+        rows[text_column][captions], sources[captions], rows[video_column][clips], sources[clips], cfg["similarity"], cfg["chunk_size"]
     )
     metrics = retrieval_metrics(scores)
     metrics.update(num_videos=len(shared), num_captions=int(captions.sum()))
@@ -96,7 +101,8 @@ def discovery_section(rows: dict, cfg: dict, artifacts: dict) -> dict:
         labels = values[keep].astype(bool)
         if keep.sum() < 2 or labels.all() or not labels.any():
             continue
-        scores = cosine_scores(rows[f"emb_{anchor}"][keep], rows[f"emb_{other}"][keep])
+        anchor_column, other_column = embedding_columns(rows, anchor, other)
+        scores = cosine_scores(rows[anchor_column][keep], rows[other_column][keep])
         name = f"{anchor}-{other}"
         section[name] = discovery_metrics(scores, labels)
         artifacts.setdefault("discovery_curves", {})[name] = discovery_curves(scores, labels)
@@ -115,7 +121,8 @@ def probe_section(rows: dict, cfg: dict, seed: int) -> dict:
         if len(np.unique(sources[keep])) < 2 or len(np.unique(labels[keep])) < 2:
             continue
         test = split_by_group(sources[keep], probe["test_fraction"], seed)
-        x, y = rows[f"emb_{m}"][keep], labels[keep]
+        (column,) = embedding_columns(rows, m)
+        x, y = rows[column][keep], labels[keep]
         try:
             section[m] = linear_probe(x[~test], y[~test], x[test], y[test], probe["regularization_c"], probe["max_iter"])
         except ValueError as err:  # a split too small for a probe: say so, keep the other sections
@@ -124,14 +131,18 @@ def probe_section(rows: dict, cfg: dict, seed: int) -> dict:
 
 
 def clustering_section(rows: dict, cfg: dict, seed: int) -> dict:
-    """k-means on each modality's embeddings and on the fused mean of all of them (MCN eq. 4)."""
+    """k-means on each modality's embeddings and on the fused mean of all of them (MCN eq. 4), the
+    fused one in the space where all of them meet."""
     clustering = cfg["clustering"]
     labels, names = label_ids(rows, clustering["label"])
+    modalities = modalities_of(rows)
     spaces = {}
-    for m in modalities_of(rows):
-        spaces[m] = (rows[f"emb_{m}"], rows[f"present_{m}"].astype(bool))
-    all_present = np.all([rows[f"present_{m}"] for m in modalities_of(rows)], axis=0)
-    normalised = [rows[f"emb_{m}"] / np.maximum(np.linalg.norm(rows[f"emb_{m}"], axis=1, keepdims=True), 1e-12) for m in modalities_of(rows)]
+    for m in modalities:
+        (column,) = embedding_columns(rows, m)
+        spaces[m] = (rows[column], rows[f"present_{m}"].astype(bool))
+    all_present = np.all([rows[f"present_{m}"] for m in modalities], axis=0)
+    fused = [rows[column] for column in embedding_columns(rows, *modalities)]
+    normalised = [x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12) for x in fused]
     spaces["fused"] = (np.mean(normalised, axis=0), all_present)
     section = {}
     for name, (embeddings, present) in spaces.items():

@@ -5,6 +5,11 @@ candidate 0), which modalities it has (`present_<m>`), and with a codebook its f
 indices (`codes_<m> [L_m]`, -1 at invalid positions) and code distribution (`code_probs_<m> [V]`,
 CMCM eqs. 4-5). On disk every vector is a Parquet fixed_size_list column: plain Parquet that any
 reader (pyarrow, pandas, DuckDB) opens without Ray's tensor extension types.
+
+`emb_<m>` is the space where the modality meets text: the joint space, or for an MMV FAC model
+(`head: fac`) the coarse S_vat. A FAC model's rows also hold video's and audio's fine S_va vectors,
+`emb_va_video`, `emb_va_audio` `[D_fine]`, where MMV compares vision and audio (SPEC 8.6). Every
+metric asks `embedding_columns` which columns to compare.
 """
 
 from __future__ import annotations
@@ -17,8 +22,24 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
+from mmdist.models.heads import FINE_SPACE_MODALITIES, comparison_space
+
 MODALITIES = ("video", "audio", "text")
 VECTOR_PREFIXES = ("emb_", "codes_", "code_probs_")
+FINE_PREFIX = "emb_va_"
+
+
+def embedding_columns(rows, *modalities: str) -> list[str]:
+    """The columns that hold `modalities`' vectors where they are compared with each other, one per
+    modality in order; a single modality: where it is evaluated on its own (probe, clustering).
+
+    `emb_va_<m>` (MMV's fine S_va) when every one of them is video or audio and the rows come from a
+    FAC model, else `emb_<m>` (mmdist.models.heads.comparison_space). `rows`: any mapping or
+    collection of column names.
+    """
+    has_fine_space = any(name.startswith(FINE_PREFIX) for name in rows)
+    prefix = FINE_PREFIX if comparison_space(modalities, has_fine_space) == "va" else "emb_"
+    return [f"{prefix}{m}" for m in modalities]
 
 
 def to_torch_batch(batch: dict[str, np.ndarray], device: torch.device | str = "cpu") -> dict:
@@ -26,7 +47,8 @@ def to_torch_batch(batch: dict[str, np.ndarray], device: torch.device | str = "c
     out = {}
     for name, value in batch.items():
         array = np.asarray(value)
-        out[name] = array if array.dtype.kind in "OUS" else torch.from_numpy(np.ascontiguousarray(array)).to(device)
+        # Arrow hands out read-only views: torch warns on those (once per process), so they are copied
+        out[name] = array if array.dtype.kind in "OUS" else torch.from_numpy(np.require(array, requirements=["C", "W"])).to(device)
     return out
 
 
@@ -51,6 +73,9 @@ def embed_batch(model: torch.nn.Module, batch: dict) -> dict[str, np.ndarray]:
             embedding = embedding[:, 0]  # [B, P, D] -> [B, D]: the clip's own narration
         rows[f"emb_{m}"] = embedding.float().cpu().numpy()
         rows[f"present_{m}"] = out["present"][m].cpu().numpy().astype(bool)
+    for m in FINE_SPACE_MODALITIES:
+        if f"{m}_va" in out.get("fac", {}):
+            rows[f"{FINE_PREFIX}{m}"] = out["fac"][f"{m}_va"].float().cpu().numpy()  # [B, D_fine]
     for m, probs in out.get("code_probs", {}).items():
         rows[f"code_probs_{m}"] = probs.float().cpu().numpy()  # [B, V]
         indices = out["code_indices"][m].masked_fill(~out["code_mask"][m], -1)  # [B, L_m]

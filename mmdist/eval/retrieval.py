@@ -1,10 +1,11 @@
 """Cross-modal retrieval: ranks with pessimistic ties, scored in chunks (SPEC Sec. 5, 8.9).
 
-Rank of a query = #{candidates whose similarity >= that of its best-ranked positive}, 1-based.
-Every candidate is counted once, so ties are broken against the model: a model whose
-similarities are all equal ranks every positive last (rank Nc), never first. Positives are the
-diagonal (clip i's other modality), or a group: any candidate sharing the query's action label
-(MC3 Sec. 6.2: "a retrieval is correct if ... B and A belong to the same action group").
+Rank of a query = 1 + #{negatives whose similarity >= that of its best-ranked positive}
+(`mmdist.ranks`): ties with negatives count against the model, so a model whose similarities are all
+equal ranks every query 1 + #negatives, never first; another positive tied with the best one is no
+competitor. Positives are the diagonal (clip i's other modality), or a group: any candidate sharing
+the query's action label (MC3 Sec. 6.2: "a retrieval is correct if ... B and A belong to the same
+action group").
 
 Large sets are scored `chunk_size` query rows at a time: at most `chunk_size x Nc` similarities
 are ever held, whatever Nq.
@@ -17,71 +18,9 @@ from collections.abc import Iterator
 import numpy as np
 import torch
 
+from mmdist.ranks import as_finite_tensor, ranks_from_similarity
+
 RECALL_AT = (1, 5, 10)
-COLUMN_BLOCK = 8192  # candidates per pass when counting ranks: bounds the temporaries, not the results
-
-
-def _as_tensor(values, name: str) -> torch.Tensor:
-    tensor = torch.as_tensor(values)
-    if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
-        raise ValueError(f"{name} holds NaN or inf values")
-    return tensor
-
-
-def ranks_from_similarity(sim, positives=None, offset: int = 0, check_finite: bool = True) -> torch.Tensor:
-    """Pessimistic 1-based rank of each query's best positive. `sim [n, Nc]` -> long `[n]`.
-
-    positives: bool `[n, Nc]`, or None for the diagonal shifted by `offset` (query i's positive is
-    candidate offset + i: a chunk of rows of a square problem). NaN would compare False and rank
-    optimistically, so it is an error; `check_finite=False` skips that pass over `sim` when the
-    caller has checked the embeddings the similarities come from.
-    """
-    sim = _as_tensor(sim, "sim") if check_finite else torch.as_tensor(sim)
-    if sim.dim() != 2:
-        raise ValueError(f"sim must be a [queries, candidates] matrix, got shape {list(sim.shape)}")
-    rows = torch.arange(sim.shape[0], device=sim.device)
-    if positives is None:
-        if offset + sim.shape[0] > sim.shape[1]:
-            raise ValueError(
-                f"diagonal ground truth needs a candidate per query: {offset + sim.shape[0]} queries, "
-                f"{sim.shape[1]} candidates; pass `positives`"
-            )
-        best = sim[rows, rows + offset]  # [n]: read from the same matrix, so the tie test is exact
-    else:
-        positives = torch.as_tensor(positives, device=sim.device)
-        if positives.shape != sim.shape or positives.dtype != torch.bool:
-            raise ValueError(f"positives must be a bool mask of shape {list(sim.shape)}, got {positives.dtype} {list(positives.shape)}")
-        lacking = (~positives.any(dim=1)).nonzero().flatten()
-        if lacking.numel():
-            raise ValueError(f"query row(s) {(lacking + offset).tolist()[:10]} have no positive candidate")
-        best = best_positive(sim, positives)  # [n]
-    return count_at_least(sim, best)  # [n]
-
-
-def _column_blocks(width: int) -> Iterator[slice]:
-    for start in range(0, width, COLUMN_BLOCK):
-        yield slice(start, start + COLUMN_BLOCK)
-
-
-def best_positive(sim: torch.Tensor, positives: torch.Tensor) -> torch.Tensor:
-    """max over the positive candidates of each row: `[n, Nc]`, bool `[n, Nc]` -> `[n]`."""
-    best = torch.full((sim.shape[0],), -torch.inf, dtype=sim.dtype, device=sim.device)
-    for block in _column_blocks(sim.shape[1]):
-        masked = sim[:, block].masked_fill(~positives[:, block], -torch.inf)  # [n, <=COLUMN_BLOCK]
-        best = torch.maximum(best, masked.amax(dim=1))
-    return best
-
-
-def count_at_least(sim: torch.Tensor, threshold: torch.Tensor) -> torch.Tensor:
-    """#{j : sim[i, j] >= threshold[i]} per row, long `[n]`.
-
-    By column blocks: counting a bool matrix casts it to an integer copy (4-8 bytes per
-    similarity), which over a whole chunk would double its memory; int32 counts are the faster cast.
-    """
-    counts = torch.zeros(sim.shape[0], dtype=torch.int32, device=sim.device)
-    for block in _column_blocks(sim.shape[1]):
-        counts += (sim[:, block] >= threshold.unsqueeze(1)).sum(dim=1, dtype=torch.int32)
-    return counts.long()
 
 
 def metrics_from_ranks(ranks) -> dict[str, float]:
@@ -102,7 +41,7 @@ def retrieval_metrics(sim, positives=None) -> dict[str, float]:
 
 def similarity_space(embeddings: np.ndarray, similarity: str) -> torch.Tensor:
     """Rows whose dot products are the configured similarity: `cosine` L2-normalises, `dot` keeps them."""
-    tensor = _as_tensor(np.ascontiguousarray(embeddings, dtype=np.float32), "embeddings")
+    tensor = as_finite_tensor(np.ascontiguousarray(embeddings, dtype=np.float32), "embeddings")
     if similarity == "cosine":
         return torch.nn.functional.normalize(tensor, dim=-1)
     if similarity == "dot":

@@ -7,12 +7,12 @@ keys named `model.*` in errors) and the sizes it needs from the data config (`da
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 
 import torch
 from torch import nn
 
+from mmdist.data.text import TOKENIZERS, vocabulary_size
 from mmdist.models.audio import build_audio_encoder
 from mmdist.models.batch import check_batch
 from mmdist.models.codes import CodeBranch
@@ -122,7 +122,9 @@ class MultimodalModel(nn.Module):
             out["text_candidate_mask"] = batch["text_candidate_mask"] & present["text"].unsqueeze(1)  # [B, P]
         if self.fac is not None:
             out["fac"] = self.fac(pooled)
-            # The coarse space S_vat is the one where all three modalities meet (MMV Sec. 3.1).
+            # The coarse space S_vat is where every modality meets text (MMV Sec. 3.1): the embeddings.
+            # Vision and audio also meet in the fine space S_va (out["fac"]["<m>_va"]), where the va loss
+            # and evaluation compare them (mmdist.models.heads.comparison_space).
             out["embeddings"] = {m: out["fac"][f"{m}_vat"] for m in self.modalities}
         else:
             out["embeddings"] = {m: self.embedding_heads[m](pooled[m]) for m in self.modalities}  # f_high(H)
@@ -181,7 +183,9 @@ def _data_sizes(data_cfg: Mapping, modalities: list[str]) -> dict:
     if "audio" in modalities:
         sizes["n_mels"] = positive_int(lookup(data_cfg, "audio.n_mels", "data"), "data.audio.n_mels")
     if "text" in modalities:
-        sizes["vocab_size"] = positive_int(lookup(data_cfg, "text.vocab_size", "data"), "data.text.vocab_size")
+        tokenizer = one_of(lookup(data_cfg, "text.tokenizer", "data"), TOKENIZERS, "data.text.tokenizer")
+        hashed = positive_int(lookup(data_cfg, "text.vocab_size", "data"), "data.text.vocab_size")
+        sizes["vocab_size"] = vocabulary_size(tokenizer, hashed)
     return sizes
 
 
@@ -205,7 +209,7 @@ def build_model(model_cfg: Mapping, data_cfg: Mapping) -> MultimodalModel:
 
     encoders = nn.ModuleDict()
     if "video" in modalities:
-        encoders["video"] = build_video_encoder(cfg["video"])
+        encoders["video"] = build_video_encoder(cfg["video"], sizes["num_frames"], sizes["size"])
         _check_reaches(encoders["video"].temporal_stride, sizes["num_frames"], "model.video", "data.video.num_frames")
         _check_reaches(encoders["video"].spatial_stride, sizes["size"], "model.video", "data.video.size")
     if "audio" in modalities:
@@ -228,9 +232,8 @@ def build_model(model_cfg: Mapping, data_cfg: Mapping) -> MultimodalModel:
         embedding_heads = nn.ModuleDict({m: GatedEmbedding(widths[m], embed_dim) for m in modalities})
 
     video_grid = None
-    if "video" in modalities:  # the encoder's (t, h, w) positions ('same' padding: ceil of size / stride)
-        video_grid = (math.ceil(sizes["num_frames"] / encoders["video"].temporal_stride),
-                      *(2 * [math.ceil(sizes["size"] / encoders["video"].spatial_stride)]))
+    if "video" in modalities:  # the encoder's (t, h, w) positions
+        video_grid = encoders["video"].grid(sizes["num_frames"], sizes["size"])
     codes = _build_codes(cfg["codebook"], widths, embed_dim, head, video_grid)
     decoders = None
     if reconstruction:

@@ -25,6 +25,7 @@ from mmdist.eval import embed_batch, to_torch_batch, validation_metrics
 from mmdist.models import build_model, load_matching_state_dict
 from mmdist.objectives import kmeans_from_recipe, recipe_loss
 from mmdist.models.checkpoint import load_model_state, local_checkpoint_dir
+from mmdist.models.pretrained import load_pretrained
 from mmdist.train.engine import build_engine, load_checkpoint, micro_batch_size, save_checkpoint
 from mmdist.train.gather import gather_outputs
 from mmdist.train.sync_batchnorm import convert_to_global_batchnorm
@@ -81,7 +82,7 @@ def train_loop_per_worker(config: dict) -> None:
             for name, value in terms.items():
                 sums[name] += float(value)
             sums["loss"] += float(loss.detach())
-            for name, value in in_batch_recall_at_1(gathered["embeddings"]).items():
+            for name, value in in_batch_recall_at_1(gathered).items():
                 sums[name] += value
             sums["micro_steps"] += 1
         step += 1
@@ -141,6 +142,10 @@ def setup_engine(config: dict, world_size: int, log: bool = False):
         torch.set_num_threads(trainer_cfg["torch_threads"])
     # batch-norm statistics over the global batch, like every loss (SPEC Sec. 6)
     model = convert_to_global_batchnorm(build_model(config["model"], config["data"]))
+    # pretrained backbones (model.<modality>.weights) first: a warm start from a run then overrides them
+    for line in load_pretrained(model, config["model"], config["storage"]["endpoint_url"]):
+        if log:
+            say(line)
     if config["model"]["init_checkpoint"]:
         folder = local_checkpoint_dir(config["model"]["init_checkpoint"], config["storage"]["endpoint_url"])
         report = load_matching_state_dict(model, load_model_state(folder))

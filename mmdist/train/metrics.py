@@ -10,6 +10,9 @@ import ray
 import torch
 import torch.distributed as torch_dist
 
+from mmdist.models.heads import comparison_space
+from mmdist.ranks import ranks_from_similarity
+
 
 class StepTimer:
     """Wall time of a report window and the part of it spent waiting for the next batch."""
@@ -34,18 +37,31 @@ class StepTimer:
 
 
 @torch.no_grad()
-def in_batch_recall_at_1(embeddings: dict) -> dict:
-    """R@1 (fraction) of each modality pair within the global batch, pessimistic ties: a quick,
-    cheap signal that retrieval rises above chance (1 / B). Text uses its own narration (index 0)."""
-    vectors = {name: (value[:, 0] if value.ndim == 3 else value).float() for name, value in embeddings.items()}
+def in_batch_recall_at_1(outputs: dict) -> dict:
+    """R@1 (fraction) of each modality pair within the global batch: a quick, cheap signal that retrieval
+    rises above chance (1 / B). `outputs`: the model's (gathered) outputs.
+
+    Each pair is compared where evaluation compares it (`comparison_space`: an MMV FAC model's video
+    and audio in S_va, `outputs["fac"]`, everything else in `outputs["embeddings"]`), cosine, with
+    evaluation's rank rule (`mmdist.ranks`: ties count against the model). Text uses its own narration
+    (index 0). Keys `r1_<a>_<b>`, `a` before `b` alphabetically, `a` the query."""
     recalls = {}
-    for query, candidate in combinations(sorted(vectors), 2):
-        sim = torch.nn.functional.normalize(vectors[query], dim=-1) @ torch.nn.functional.normalize(
-            vectors[candidate], dim=-1
-        ).T
-        rank = (sim >= sim.diagonal()[:, None]).sum(dim=1)  # 1 = the positive beats every other candidate
+    for query, candidate in combinations(sorted(outputs["embeddings"]), 2):
+        q, c = (_first_narration(vector) for vector in _compared_vectors(outputs, query, candidate))
+        sim = torch.nn.functional.normalize(q, dim=-1) @ torch.nn.functional.normalize(c, dim=-1).T  # [B, B]
+        rank = ranks_from_similarity(sim, check_finite=False)  # a diverging run reports, it does not crash
         recalls[f"r1_{query}_{candidate}"] = float((rank == 1).float().mean())
     return recalls
+
+
+def _compared_vectors(outputs: dict, a: str, b: str) -> tuple[torch.Tensor, torch.Tensor]:
+    if comparison_space((a, b), "fac" in outputs) == "va":
+        return outputs["fac"][f"{a}_va"], outputs["fac"][f"{b}_va"]
+    return outputs["embeddings"][a], outputs["embeddings"][b]
+
+
+def _first_narration(vector: torch.Tensor) -> torch.Tensor:
+    return (vector[:, 0] if vector.ndim == 3 else vector).float()  # text [B, P, D] -> [B, D]
 
 
 def mean_across_ranks(metrics: dict) -> dict:

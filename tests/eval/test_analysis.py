@@ -80,3 +80,24 @@ def test_unlabelled_clips_and_missing_modalities(eval_cfg, tmp_path):
     assert "table" not in metrics["codebook"] and metrics["codebook"]["active_codes"] > 0
     write_report(json_safe({"checkpoint": "ckpt", "data_path": "data", **metrics}), artifacts, [{"step": 1, "loss": 2.0}], str(tmp_path))
     assert (tmp_path / "plots" / "training_curves.png").exists()
+
+
+def test_fac_rows_compare_vision_and_audio_in_s_va_and_text_in_s_vat(eval_cfg):
+    """An MMV FAC model's rows: the action structure lives in S_va (`emb_va_*`), the coarse S_vat
+    (`emb_*`) pairs each clip's video with its own narration but knows no action. Each section must
+    read the space SPEC 8.6 names for it."""
+    rows, info = structured_rows()
+    rng = np.random.default_rng(7)
+    rows["emb_va_video"], rows["emb_va_audio"] = rows.pop("emb_video"), rows.pop("emb_audio")
+    narration = rng.normal(size=(60, 8))
+    rows["emb_text"] = narration.astype(np.float32)
+    rows["emb_video"] = (narration + rng.normal(scale=0.05, size=(60, 8))).astype(np.float32)
+    rows["emb_audio"] = rng.normal(size=(60, 8)).astype(np.float32)
+    metrics, _ = compute_metrics(rows, eval_cfg, {"num_codes": 0})
+    assert metrics["retrieval"]["video->text"]["R@1"] == 100.0  # S_vat: instance-aligned with text
+    assert metrics["retrieval_action"]["video->audio"]["R@1"] > 80  # S_va: sounding clips share the action
+    assert metrics["discovery"]["audio-video"]["roc_auc"] > 0.9  # S_va; S_vat's audio is noise
+    assert metrics["discovery"]["audio-text"]["roc_auc"] < 0.8
+    assert metrics["probe"]["video"]["top1"] > 90 and metrics["clustering"]["video"]["nmi"] > 90  # S_va
+    assert metrics["probe"]["text"]["top1"] < 60  # text has S_vat only, where no action is planted
+    assert metrics["clustering"]["fused"]["nmi"] < 50  # fused: where all three meet, S_vat

@@ -19,11 +19,11 @@ from mmdist.eval.retrieval import similarity_space
 
 
 def naive_ranks(sim: np.ndarray, positives: np.ndarray) -> list[int]:
-    """Rank of the best positive with pessimistic ties, by explicit loops."""
+    """SPEC Sec. 5 by explicit loops: 1 + the negatives scoring at least the best positive."""
     ranks = []
     for i in range(sim.shape[0]):
         best = max(sim[i, j] for j in range(sim.shape[1]) if positives[i, j])
-        ranks.append(sum(1 for j in range(sim.shape[1]) if sim[i, j] >= best))
+        ranks.append(1 + sum(1 for j in range(sim.shape[1]) if not positives[i, j] and sim[i, j] >= best))
     return ranks
 
 
@@ -45,6 +45,20 @@ def test_constant_similarities_rank_every_positive_last(n):
     assert metrics["R@10"] == (100.0 if n <= 10 else 0.0)
 
 
+def test_a_positive_tied_with_the_best_one_is_no_competitor():
+    positives = np.array([[True, True, False]])
+    # two identical narrations of one action tie at the top: a hit, not rank 2
+    assert ranks_from_similarity(np.array([[0.9, 0.9, 0.1]]), positives).tolist() == [1]
+    # a negative tied with them does count
+    assert ranks_from_similarity(np.array([[0.9, 0.9, 0.9]]), positives).tolist() == [2]
+    # all similarities equal: 1 + #negatives for every query, whatever the number of positives
+    groups = np.array([0, 0, 1, 2, 2, 2])
+    mask = groups[:, None] == groups[None, :]
+    assert ranks_from_similarity(np.full((6, 6), 0.3), mask).tolist() == (1 + (~mask).sum(axis=1)).tolist()
+    # only when every candidate is a positive is the constant model right
+    assert retrieval_metrics(np.full((3, 3), 0.3), np.ones((3, 3), dtype=bool))["R@1"] == 100.0
+
+
 def test_median_of_an_even_count_is_the_mean_of_the_middle_ranks():
     assert metrics_from_ranks([1, 2, 3, 10])["MdR"] == 2.5
     assert metrics_from_ranks([4, 1])["MdR"] == 2.5
@@ -53,9 +67,9 @@ def test_median_of_an_even_count_is_the_mean_of_the_middle_ranks():
 def test_positive_mask_uses_the_best_positive_and_counts_ties_against_it():
     sim = np.array([[0.1, 0.9, 0.5, 0.9, 0.2]])
     positives = np.array([[True, False, True, False, False]])
-    # best positive 0.5 (candidate 2); 0.9, 0.9 and itself are >= 0.5
+    # best positive 0.5 (candidate 2); the negatives 0.9, 0.9 are >= 0.5
     assert ranks_from_similarity(sim, positives).tolist() == [3]
-    # a second positive tied with a negative: both count
+    # a negative tied with the best positive counts against it
     positives = np.array([[False, True, False, False, False]])
     assert ranks_from_similarity(sim, positives).tolist() == [2]
 
@@ -85,6 +99,24 @@ def test_matches_naive_loops_with_many_ties():
     groups_c[:5] = np.arange(5)  # every group has a candidate
     positives = groups_q[:, None] == groups_c[None, :]
     assert ranks_from_similarity(sim, positives).tolist() == naive_ranks(sim, positives)
+
+
+@pytest.mark.parametrize("chunk_size", [1, 5, 200])
+def test_chunked_group_ranks_match_naive_loops_with_many_ties(chunk_size, monkeypatch):
+    monkeypatch.setattr("mmdist.ranks.COLUMN_BLOCK", 7)  # several column blocks per chunk
+    rng = np.random.default_rng(6)
+    # rounded embeddings: few distinct similarities, so positives tie with positives and negatives
+    queries = torch.tensor(rng.integers(0, 2, size=(40, 3)), dtype=torch.float32)
+    candidates = torch.tensor(rng.integers(0, 2, size=(50, 3)), dtype=torch.float32)
+    query_groups, candidate_groups = rng.integers(0, 4, 40), rng.integers(0, 4, 50)
+    candidate_groups[:4] = np.arange(4)
+    sim = (queries @ candidates.T).numpy()
+    positives = query_groups[:, None] == candidate_groups[None, :]
+    assert len(np.unique(sim)) <= 4 and (positives.sum(axis=1) > 1).all()
+    ranks = chunked_ranks(queries, candidates, chunk_size, query_groups, candidate_groups)
+    assert ranks.tolist() == naive_ranks(sim, positives)
+    diagonal = np.eye(40, 50, dtype=bool)
+    assert chunked_ranks(queries, candidates, chunk_size).tolist() == naive_ranks(sim, diagonal)
 
 
 @pytest.mark.parametrize("chunk_size", [1, 7, 64, 1000])
