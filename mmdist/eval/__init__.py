@@ -15,7 +15,7 @@ from mmdist.eval.codebook import (
     usage_summary,
 )
 from mmdist.eval.discovery import cosine_scores, discovery_curves, discovery_metrics
-from mmdist.eval.embed import embed_batch, read_embeddings, rows_to_table, table_to_rows, to_torch_batch
+from mmdist.eval.embed import embed_batch, embedding_columns, read_embeddings, rows_to_table, table_to_rows, to_torch_batch
 from mmdist.eval.extract import EmbeddingExtractor, extract_embeddings
 from mmdist.eval.job import check_eval_config, evaluate
 from mmdist.eval.probe import linear_probe, split_by_group
@@ -45,6 +45,7 @@ __all__ = [
     "discovery_metrics",
     "dominant_modality",
     "embed_batch",
+    "embedding_columns",
     "evaluate",
     "extract_embeddings",
     "full_video_similarity",

@@ -2,7 +2,7 @@
 
     build_dataset(keep_metadata=True)       decoded clips + ids + labels (centre crops, eval mode)
       -> map_batches(EmbeddingExtractor)    actor pool, one model copy per actor, GPU when present
-      -> write_parquet(out)                 one row per clip (mmdist.eval.embed)
+      -> write_parquet(out)                 one row per clip (mmdist.eval.embed), local or s3://
 
 The weights travel through the object store (`ray.put` once, every actor reads them), so actors on
 any node of a cluster can load them without a shared file system.
@@ -10,15 +10,13 @@ any node of a cluster can load them without a shared file system.
 
 from __future__ import annotations
 
-import glob
-import os
-import shutil
-
+import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import ray
 import torch
 
 from mmdist.data.pipeline import METADATA_COLUMNS, LABEL_COLUMNS, build_dataset, decode_stats
+from mmdist.data.storage import list_shards, resolve_filesystem
 from mmdist.eval.embed import embed_batch, rows_to_table, to_torch_batch
 from mmdist.models import build_model
 
@@ -62,7 +60,8 @@ def extract_embeddings(
     seed: int,
 ) -> dict:
     """Embed every clip under `data.path` with the weights `state`; write Parquet files into
-    `out_dir` (replaced if it exists). Returns `{"clips": written rows, "dropped": {reason: count}}`."""
+    `out_dir` (local or s3://; an earlier extraction there is replaced, see `prepare_output`).
+    Returns `{"clips": written rows, "dropped": {reason: count}}`."""
     extract = eval_cfg["extract"]
     if extract["actors"] < 1:
         raise ValueError(f"eval.extract.actors must be >= 1, got {extract['actors']}")
@@ -81,9 +80,23 @@ def extract_embeddings(
         num_cpus=extract["cpus_per_actor"],
         num_gpus=gpus_per_actor(extract["gpus_per_actor"]),
     )
-    if os.path.exists(out_dir):
-        shutil.rmtree(out_dir)
-    dataset.write_parquet(out_dir)
-    files = glob.glob(os.path.join(out_dir, "**", "*.parquet"), recursive=True)
-    written = sum(pq.ParquetFile(path).metadata.num_rows for path in files)
+    filesystem, path = prepare_output(out_dir, storage_cfg)
+    dataset.write_parquet(path, filesystem=filesystem)
+    files = list_shards(out_dir, storage_cfg["endpoint_url"], retries=storage_cfg["retries"], backoff_s=storage_cfg["backoff_s"])
+    written = sum(pq.ParquetFile(filesystem.open_input_file(file)).metadata.num_rows for file in files)
     return {"clips": written, "dropped": decode_stats(clips.decode_stats_name)}
+
+
+def prepare_output(out_dir: str, storage_cfg: dict) -> tuple[pafs.FileSystem, str]:
+    """The filesystem and path of `out_dir`, emptied of an earlier extraction's Parquet files. A folder
+    holding anything else is refused: a mistyped `out` must never delete unrelated files."""
+    filesystem, path = resolve_filesystem(out_dir, storage_cfg["endpoint_url"], retries=storage_cfg["retries"])
+    files = [info.path for info in filesystem.get_file_info(pafs.FileSelector(path, recursive=True, allow_not_found=True))
+             if info.type == pafs.FileType.File]
+    others = [file for file in files if not file.endswith(".parquet")]
+    if others:
+        raise FileExistsError(f"{out_dir} holds files other than an earlier extraction's Parquet files "
+                              f"({others[0]}, ...): write embeddings to a new or empty folder")
+    for file in files:
+        filesystem.delete_file(file)
+    return filesystem, path

@@ -6,8 +6,9 @@
     run_dir/curves.json             the discovery ROC / PR curves, point by point
     run_dir/report.md, report.html, plots/*.png
 
-The model is rebuilt from the run config stored in the checkpoint (`mmdist_config.json`), so a
-checkpoint is evaluated without its training run directory.
+The model is rebuilt from the run config stored in the checkpoint (`mmdist_config.json`) or in an
+export (`model.json`, mmdist/models/export.py), so either is evaluated without its training run directory.
+`embed_clips(...)` is the extraction alone: per-clip embeddings of any clips (jobs/embed.py).
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ import copy
 import json
 import math
 import os
-import shutil
 
 from mmdist.data.decode import check_config_keys
 from mmdist.eval.analysis import compute_metrics
@@ -24,7 +24,9 @@ from mmdist.eval.embed import read_embeddings
 from mmdist.eval.extract import extract_embeddings
 from mmdist.eval.report import write_report
 from mmdist.models import build_model
-from mmdist.models.checkpoint import load_model_state, load_run_config, local_checkpoint_dir
+from mmdist.models.checkpoint import load_trained, resolve_trained
+from mmdist.models.export import DECODE_SECTIONS
+from mmdist.runtime import progress_bar
 
 EVAL_CONFIG_KEYS = {
     "seed": int,
@@ -49,7 +51,6 @@ EVAL_CONFIG_KEYS = {
     },
     "report": {"enabled": bool, "map_method": str},
 }
-DECODE_SECTIONS = ("video", "audio", "text")  # how clips become tensors: must match what the model was trained on
 REDACTED = "***"
 
 
@@ -65,14 +66,10 @@ def check_eval_config(eval_cfg: dict) -> dict:
 
 
 def resolve_checkpoint(checkpoint: str, training_run_dir: str | None) -> tuple[str, str | None]:
-    """A checkpoint URI, or a training run directory (its checkpoint.txt names the final checkpoint,
-    and its metrics.json gives the training curves)."""
-    marker = os.path.join(checkpoint, "checkpoint.txt")
-    if "://" not in checkpoint and os.path.isfile(marker):
-        with open(marker) as handle:
-            uri = handle.read().strip()
-        if not uri or uri == "None":
-            raise FileNotFoundError(f"{marker} names no checkpoint (the run saved none)")
+    """An export or checkpoint URI, or a training run directory: its export when present, else the final
+    checkpoint its checkpoint.txt names (`resolve_trained`); its metrics.json gives the training curves."""
+    uri = resolve_trained(checkpoint)
+    if uri != checkpoint:  # a training run directory
         return uri, training_run_dir or checkpoint
     return checkpoint, training_run_dir
 
@@ -152,22 +149,22 @@ def evaluate(
     """
     check_eval_config(eval_cfg)
     checkpoint_uri, training_run_dir = resolve_checkpoint(checkpoint_uri, training_run_dir)
-    folder = local_checkpoint_dir(checkpoint_uri, storage_cfg["endpoint_url"])
-    try:
-        run_config, state = load_run_config(folder), load_model_state(folder)
-    finally:
-        if folder != checkpoint_uri.removeprefix("file://"):
-            shutil.rmtree(folder, ignore_errors=True)  # a download of s3://...
+    state, run_config, _ = load_trained(checkpoint_uri, storage_cfg["endpoint_url"])
     model_cfg = run_config["model"]
     data_cfg = eval_data_config(data_cfg, run_config["data"], eval_cfg["decode_from_checkpoint"])
     info = model_info(model_cfg, data_cfg, state)
 
     os.makedirs(run_dir, exist_ok=True)
     embeddings_dir = os.path.join(run_dir, "embeddings")
+    bar = progress_bar(3, "evaluation: extracting embeddings", "phase")  # one bar, phase by phase
     extraction = extract_embeddings(state, model_cfg, data_cfg, storage_cfg, eval_cfg, embeddings_dir, eval_cfg["seed"])
+    bar.update()
+    bar.set_description("evaluation: metrics")
     rows = read_embeddings(embeddings_dir)
     info["grids"] = code_grids(rows, info["grids"])
     metrics, artifacts = compute_metrics(rows, eval_cfg, info)
+    bar.update()
+    bar.set_description("evaluation: report")
     metrics = {
         "checkpoint": checkpoint_uri,
         "recipe": run_config.get("recipe", {}).get("name"),
@@ -182,4 +179,19 @@ def evaluate(
         json.dump(json_safe(artifacts.get("discovery_curves", {})), handle)
     if eval_cfg["report"]["enabled"]:
         write_report(metrics, artifacts, read_history(training_run_dir), run_dir)
+    bar.update()
+    bar.close()
     return json_safe(metrics)
+
+
+def embed_clips(checkpoint: str, data_cfg: dict, storage_cfg: dict, eval_cfg: dict, out: str) -> dict:
+    """Per-clip embedding rows (mmdist.eval.embed) of every clip under `data.path`, written as Parquet
+    into `out` (local or s3://) by evaluation's extraction actor pool, decoded as the trained run did
+    when `eval.decode_from_checkpoint`. `checkpoint`: an export, a checkpoint folder or a training run_dir.
+
+    Returns `{"checkpoint": the URI read, "out", "clips": rows written, "dropped": {reason: count}}`."""
+    check_eval_config(eval_cfg)
+    state, run_config, uri = load_trained(checkpoint, storage_cfg["endpoint_url"])
+    data_cfg = eval_data_config(data_cfg, run_config["data"], eval_cfg["decode_from_checkpoint"])
+    extraction = extract_embeddings(state, run_config["model"], data_cfg, storage_cfg, eval_cfg, out, eval_cfg["seed"])
+    return {"checkpoint": uri, "out": out, **extraction}

@@ -1,46 +1,191 @@
-"""Reading trained weights back from a training run's DeepSpeed checkpoint folder.
+"""Reading trained weights back: a training run's DeepSpeed checkpoint folder, or an export.
 
 A checkpoint folder (local or s3://) holds the DeepSpeed tag folders, a `latest` file naming the
 newest tag, and `mmdist_config.json`: the run's resolved config (secrets redacted), enough to
-rebuild the model without the run directory.
+rebuild the model without the run directory. An export folder (mmdist/models/export.py) holds
+`model.safetensors` and `model.json`; it is preferred wherever both could serve.
+
+Nothing here unpickles arbitrary objects: checkpoints may come from a shared bucket, and a pickle runs
+code as it loads. Model states are read with `torch.load(weights_only=True)` (tensors and plain
+containers only). DeepSpeed 0.19 reads its own files with `torch.load(weights_only=False)`, hard-coded
+(TorchCheckpointEngine.load on resume, zero_to_fp32 for ZeRO-3 shards); `deepspeed_weights_only()`
+forces those calls weights-only too, through torch's TORCH_FORCE_WEIGHTS_ONLY_LOAD, which overrides an
+explicit `weights_only=False`. Its optimizer files hold three plain data classes besides tensors,
+allow-listed in `deepspeed_safe_globals` (found by loading checkpoints of ZeRO 0-3, fp32 and bf16).
 """
 
 from __future__ import annotations
 
+import contextlib
+import glob
 import json
 import os
+import pickle
+import shutil
 import tempfile
 
 import torch
 
 RUN_CONFIG_FILE = "mmdist_config.json"
+EXPORT_WEIGHTS_FILE = "model.safetensors"
+EXPORT_CONFIG_FILE = "model.json"
+RUN_DIR_EXPORT = "export"  # a training run_dir's export (jobs/export.py out=<run_dir>/export), preferred when present
+
+
+class UnsafeCheckpointError(pickle.UnpicklingError):
+    """A checkpoint file holds objects outside the weights-only allow-list; it was not unpickled."""
+
+
+def deepspeed_safe_globals() -> list:
+    """What DeepSpeed 0.19's optimizer files (ZeRO 1-3) pickle besides tensors and containers: its loss
+    scaler (attributes only), the ZeRO stage enum and the (numel, start) address of each parameter's
+    fragment. Constructing them runs no code of the file's choosing."""
+    from deepspeed.runtime.fp16.loss_scaler import LossScaler
+    from deepspeed.runtime.zero.config import ZeroStageEnum
+    from deepspeed.utils.tensor_fragment import fragment_address
+
+    return [LossScaler, ZeroStageEnum, fragment_address]
+
+
+def load_weights_only(path: str):
+    """`torch.load(path)` on CPU, weights only; a file holding anything else raises UnsafeCheckpointError."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        raise _refusal([path], err) from None
+
+
+@contextlib.contextmanager
+def deepspeed_weights_only(folder: str):
+    """Every `torch.load` inside the block is weights-only with `deepspeed_safe_globals` allowed, whatever
+    its caller asks (DeepSpeed asks for weights_only=False). A refused file under `folder` raises
+    UnsafeCheckpointError naming it. The variable is process-wide while the block runs: other threads'
+    loads are only made stricter."""
+    previous = os.environ.get("TORCH_FORCE_WEIGHTS_ONLY_LOAD")
+    os.environ["TORCH_FORCE_WEIGHTS_ONLY_LOAD"] = "1"
+    try:
+        with torch.serialization.safe_globals(deepspeed_safe_globals()):
+            try:
+                yield
+            except pickle.UnpicklingError as err:
+                if isinstance(err, UnsafeCheckpointError):
+                    raise
+                files = sorted(glob.glob(os.path.join(folder, "**", "*.pt"), recursive=True))
+                raise _refusal(files, err) from None
+    finally:
+        if previous is None:
+            os.environ.pop("TORCH_FORCE_WEIGHTS_ONLY_LOAD", None)
+        else:
+            os.environ["TORCH_FORCE_WEIGHTS_ONLY_LOAD"] = previous
+
+
+def _refusal(paths: list[str], err: Exception) -> UnsafeCheckpointError:
+    """The error for a refused load: which files hold which disallowed globals (a static scan of their
+    pickles, under the allow-list in force), and torch's own reason."""
+    found = {}
+    for path in paths:
+        try:
+            unsafe = torch.serialization.get_unsafe_globals_in_checkpoint(path)
+        except Exception:  # not a torch zip file: torch's reason below says what went wrong
+            continue
+        if unsafe:
+            found[path] = unsafe
+    reason = next((line.strip() for line in str(err).splitlines() if "WeightsUnpickler error" in line), str(err).splitlines()[0])
+    where = "; ".join(f"{path} holds {names}" for path, names in found.items()) or ", ".join(paths)
+    return UnsafeCheckpointError(
+        f"refused to load {where}: only tensors and plain containers are read from a checkpoint (a pickle "
+        f"can run code as it loads, and this one was not unpickled). torch: {reason}"
+    )
+
+
+def is_export(folder: str) -> bool:
+    return os.path.isfile(os.path.join(folder, EXPORT_CONFIG_FILE))
 
 
 def load_model_state(checkpoint_dir: str) -> dict[str, torch.Tensor]:
-    """Full fp32 model state dict from a local DeepSpeed checkpoint folder, any ZeRO stage.
+    """Full fp32 model state dict (parameters and buffers) from a local export or DeepSpeed checkpoint folder.
 
     ZeRO 0-2 save the whole module on rank 0; ZeRO-3 partitions parameters across ranks, so they
     are consolidated from the shards (buffers such as the codebook and batch-norm statistics too).
     """
-    tag = _latest_tag(checkpoint_dir)
+    if is_export(checkpoint_dir):
+        from safetensors.torch import load_file
+
+        path = os.path.join(checkpoint_dir, EXPORT_WEIGHTS_FILE)
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"{checkpoint_dir} has {EXPORT_CONFIG_FILE} but no {EXPORT_WEIGHTS_FILE}")
+        return load_file(path)
+    tag = latest_tag(checkpoint_dir)
     tag_dir = os.path.join(checkpoint_dir, tag)
     model_file = os.path.join(tag_dir, "mp_rank_00_model_states.pt")
     if os.path.exists(model_file):
-        states = torch.load(model_file, map_location="cpu", weights_only=False)
-        return {name: value.float() if value.is_floating_point() else value for name, value in states["module"].items()}
-    if os.path.exists(os.path.join(tag_dir, "zero_pp_rank_0_mp_rank_00_model_states.pt")):
+        states = load_weights_only(model_file)["module"]
+    elif os.path.exists(os.path.join(tag_dir, "zero_pp_rank_0_mp_rank_00_model_states.pt")):
         from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
 
-        return dict(get_fp32_state_dict_from_zero_checkpoint(checkpoint_dir, tag=tag))
-    raise FileNotFoundError(f"{checkpoint_dir} is not a DeepSpeed checkpoint (no model states under {tag}/)")
+        with deepspeed_weights_only(tag_dir):
+            states = get_fp32_state_dict_from_zero_checkpoint(checkpoint_dir, tag=tag)
+    else:
+        raise FileNotFoundError(f"{checkpoint_dir} is neither an export ({EXPORT_CONFIG_FILE}) nor a DeepSpeed "
+                                f"checkpoint (no model states under {tag}/)")
+    return {name: value.float() if value.is_floating_point() else value for name, value in states.items()}
 
 
 def load_run_config(checkpoint_dir: str) -> dict:
-    path = os.path.join(checkpoint_dir, RUN_CONFIG_FILE)
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"{checkpoint_dir} has no {RUN_CONFIG_FILE}: not a checkpoint written by mmdist")
-    with open(path) as handle:
-        return json.load(handle)
+    """The trained run's config: `mmdist_config.json` of a checkpoint, or an export's `model.json`
+    (which holds the same `model`, `data` (decode sections) and `recipe` keys)."""
+    for name in (EXPORT_CONFIG_FILE, RUN_CONFIG_FILE):
+        path = os.path.join(checkpoint_dir, name)
+        if os.path.exists(path):
+            with open(path, "rb") as handle:
+                return parse_run_config(handle.read(), path)
+    raise FileNotFoundError(
+        f"{checkpoint_dir} has neither {EXPORT_CONFIG_FILE} nor {RUN_CONFIG_FILE}: not an export or checkpoint written by mmdist"
+    )
+
+
+def parse_run_config(content: bytes, path: str) -> dict:
+    """A run config file's content, checked: a JSON object with the `model` and `data` sections the
+    model is rebuilt from. A truncated or hand-edited file is a ValueError naming `path`."""
+    try:
+        config = json.loads(content)
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ValueError(f"{path} is not valid JSON ({err}): the checkpoint's config is corrupted") from None
+    missing = [key for key in ("model", "data") if not isinstance(config, dict) or not isinstance(config.get(key), dict)]
+    if missing:
+        raise ValueError(f"{path} has no {' / '.join(missing)} section: the checkpoint's config is corrupted")
+    return config
+
+
+def resolve_trained(path: str) -> str:
+    """Where a trained model is read from. An export or checkpoint folder (local or s3://) is itself;
+    a training run_dir gives its export (`run_dir/export`) when present, else the checkpoint that its
+    `checkpoint.txt` names."""
+    local = path.removeprefix("file://")
+    marker = os.path.join(local, "checkpoint.txt")
+    if "://" in path.removeprefix("file://") or not os.path.isfile(marker):
+        return path
+    if is_export(os.path.join(local, RUN_DIR_EXPORT)):
+        return os.path.join(local, RUN_DIR_EXPORT)
+    with open(marker) as handle:
+        uri = handle.read().strip()
+    if not uri or uri == "None":
+        raise FileNotFoundError(f"{marker} names no checkpoint (the run saved none)")
+    return uri
+
+
+def load_trained(path: str, endpoint_url: str | None = None) -> tuple[dict[str, torch.Tensor], dict, str]:
+    """(fp32 state dict, run config, the URI read) of a trained model at `path`: an export, a checkpoint
+    folder or a training run_dir (`resolve_trained`), local or s3:// (`endpoint_url`: storage.endpoint_url)."""
+    uri = resolve_trained(path)
+    folder = local_checkpoint_dir(uri, endpoint_url)
+    try:
+        if not os.path.isdir(folder):
+            raise FileNotFoundError(f"no export or checkpoint folder at {uri}")
+        return load_model_state(folder), load_run_config(folder), uri
+    finally:
+        if folder != uri.removeprefix("file://"):
+            shutil.rmtree(folder, ignore_errors=True)  # a download of s3://...
 
 
 def local_checkpoint_dir(uri: str, endpoint_url: str | None = None) -> str:
@@ -57,11 +202,14 @@ def local_checkpoint_dir(uri: str, endpoint_url: str | None = None) -> str:
     return target
 
 
-def _latest_tag(checkpoint_dir: str) -> str:
+def latest_tag(checkpoint_dir: str) -> str:
+    """The DeepSpeed tag a checkpoint folder's `latest` file names, else its last `step_*` folder."""
     latest = os.path.join(checkpoint_dir, "latest")
     if os.path.exists(latest):
         with open(latest) as handle:
             return handle.read().strip()
+    if not os.path.isdir(checkpoint_dir):
+        raise FileNotFoundError(f"no checkpoint folder at {checkpoint_dir}")
     tags = sorted(name for name in os.listdir(checkpoint_dir) if name.startswith("step_"))
     if not tags:
         raise FileNotFoundError(f"{checkpoint_dir} holds no DeepSpeed checkpoint tag")

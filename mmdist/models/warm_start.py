@@ -1,8 +1,12 @@
-"""Warm start from an earlier run (CMCM Sec. 4.1, Table 3 row g: warm-starting the encoders matters).
+"""Loading saved weights into a model: the matching subset (warm start) or exactly (inference).
 
-Only entries whose names and shapes match are loaded; everything else keeps its fresh
+Warm start from an earlier run (CMCM Sec. 4.1, Table 3 row g: warm-starting the encoders matters):
+only entries whose names and shapes match are loaded; everything else keeps its fresh
 initialisation and is reported, so that a changed head or codebook size never blocks reuse
 of the encoders and never passes silently.
+
+Inference (export, `mmdist.load_model`) needs every tensor, by name: a missing buffer (a codebook
+statistic added after the checkpoint was written) would otherwise keep its initial value unnoticed.
 """
 
 from __future__ import annotations
@@ -39,3 +43,19 @@ def load_matching_state_dict(model: nn.Module, state_dict: Mapping[str, torch.Te
         "skipped": dict(sorted(skipped.items())),
         "missing": sorted(name for name in own if name not in state_dict),
     }
+
+
+def load_state_dict_exactly(model: nn.Module, state_dict: Mapping[str, torch.Tensor], source: str) -> None:
+    """Every parameter and buffer of `model` from `state_dict`, by name and shape, nothing left over.
+
+    A mismatch raises ValueError naming `source` (the checkpoint or export) and the entries."""
+    own = model.state_dict()
+    problems = [f"missing {name}" for name in own if name not in state_dict]
+    problems += [f"unexpected {name}" for name in state_dict if name not in own]
+    problems += [
+        f"{name}: shape {list(state_dict[name].shape)} in {source}, {list(own[name].shape)} in the model"
+        for name in own if name in state_dict and state_dict[name].shape != own[name].shape
+    ]
+    if problems:
+        raise ValueError(f"{source} does not hold this model's weights ({len(problems)} problems): {'; '.join(problems[:10])}")
+    model.load_state_dict(state_dict, strict=True)
