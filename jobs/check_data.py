@@ -12,12 +12,15 @@ import hydra
 import ray
 from omegaconf import DictConfig, OmegaConf
 
-from mmdist.data.pipeline import check_dataset
+from mmdist.data.pipeline import check_data_config, check_dataset
+from mmdist.startup import require_dataset
 
 
 @hydra.main(config_path="../configs", config_name="check_data", version_base="1.3")
 def main(cfg: DictConfig) -> None:
     config = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
+    check_data_config(config["data"])  # bad keys and a data.path without shards fail before Ray starts
+    require_dataset(config["data"]["path"], "data.path", config["storage"])
     ray_cfg = config["ray"]
     address = ray_cfg["address"] or os.environ.get("RAY_ADDRESS")
     if address:

@@ -26,6 +26,7 @@ import numpy as np
 import soundfile
 from av.video.reformatter import Interpolation
 
+from mmdist.data.resample import resample
 from mmdist.data.text import TEXT_CONFIG_KEYS, check_text_config
 
 VIDEO_CONFIG_KEYS = {
@@ -49,6 +50,9 @@ LIMIT_CONFIG_KEYS = {
     "max_audio_bytes": int,
     "max_frames": int,
     "max_duration_s": (int, float),
+    "max_frame_pixels": int,
+    "max_audio_sample_rate": int,
+    "max_audio_channels": int,
 }
 # Two frame times closer than this are the same instant (timestamps are rationals cast to float).
 _TIME_EPSILON_S = 1e-6
@@ -149,7 +153,8 @@ def decode_video(data: bytes, cfg: dict, rng: np.random.Generator | None) -> np.
     on screen at time k / fps; a clip shorter than T / fps repeats its last frame. Each
     frame's short side is resized to `video.resize`, then a `video.size` square is cropped:
     at a position drawn from `rng` (training), or centred when `rng` is None (evaluation);
-    one crop for the whole clip. Limits: `limits.max_video_bytes`, `max_duration_s`, `max_frames`.
+    one crop for the whole clip. Limits: `limits.max_video_bytes`, `max_duration_s`, `max_frames`,
+    `max_frame_pixels`.
     """
     video_cfg, limits = cfg["video"], cfg["limits"]
     if len(data) > limits["max_video_bytes"]:
@@ -157,14 +162,19 @@ def decode_video(data: bytes, cfg: dict, rng: np.random.Generator | None) -> np.
     if not data:
         raise DecodeError("video_empty", "0 bytes")
     times = [k / video_cfg["fps"] for k in range(video_cfg["num_frames"])]
+    # FFmpeg's own bound on a picture (width x height): av.open decodes frames to probe the stream,
+    # and there a 0.2 MB file declaring 8192 x 8192 frames took 130 MB before any frame was asked
+    # for. With the bound, the probe and the decoder refuse larger pictures; the header check names why.
+    frame_bound = {"max_pixels": str(limits["max_frame_pixels"])}
     try:
-        with av.open(io.BytesIO(data), mode="r") as container:
+        with av.open(io.BytesIO(data), mode="r", options=frame_bound) as container:
             if not container.streams.video:
                 raise DecodeError("video_corrupt", "no video stream")
             stream = container.streams.video[0]
             stream.codec_context.thread_count = video_cfg["threads"]
-            _check_video_header(container, stream, limits)
-            frames = _frames_at(_decode_with_limits(container, stream, limits), times)  # T av.VideoFrame
+            stream.codec_context.options = frame_bound
+            _check_video_header(container, stream, video_cfg, limits)
+            frames = _frames_at(_decode_with_limits(container, stream, video_cfg, limits), times)  # T av.VideoFrame
             return _resize_and_crop(frames, video_cfg, rng)  # [T, size, size, 3]
     except DecodeError:
         raise
@@ -172,8 +182,10 @@ def decode_video(data: bytes, cfg: dict, rng: np.random.Generator | None) -> np.
         raise DecodeError("video_corrupt", f"{type(err).__name__}: {err}") from err
 
 
-def _check_video_header(container, stream, limits: dict) -> None:
-    """Reject a clip by its declared length before decoding it (a header can lie: decoding checks again)."""
+def _check_video_header(container, stream, video_cfg: dict, limits: dict) -> None:
+    """Reject a clip by its declared length and frame size before decoding it (a header can lie:
+    decoding checks again)."""
+    _check_frame_size(stream.codec_context.height, stream.codec_context.width, video_cfg, limits, "declared frame")
     seconds = None if container.duration is None else container.duration / av.time_base
     if seconds is not None and seconds > limits["max_duration_s"]:
         message = f"declared {seconds:.2f} s > limits.max_duration_s={limits['max_duration_s']}"
@@ -183,12 +195,28 @@ def _check_video_header(container, stream, limits: dict) -> None:
         raise DecodeError("video_too_many_frames", message)
 
 
-def _decode_with_limits(container, stream, limits: dict):
+def _check_frame_size(height: int, width: int, video_cfg: dict, limits: dict, what: str) -> None:
+    """A frame and its resize (short side to `video.resize`) both hold at most `limits.max_frame_pixels`
+    pixels: a 64k x 2 frame is small, but its resize to a 64 pixel short side is 2M x 64 pixels."""
+    if height <= 0 or width <= 0:  # unknown until decoded: the decoder's own bound applies
+        return
+    bound = limits["max_frame_pixels"]
+    if height * width > bound:
+        message = f"{what} {width}x{height} = {height * width} pixels > limits.max_frame_pixels={bound}"
+        raise DecodeError("video_frame_too_large", message)
+    resized_height, resized_width = resized_shape(height, width, video_cfg["resize"])
+    if resized_height * resized_width > bound:
+        message = f"{what} {width}x{height} resizes to {resized_width}x{resized_height} > limits.max_frame_pixels={bound}"
+        raise DecodeError("video_frame_too_large", message)
+
+
+def _decode_with_limits(container, stream, video_cfg: dict, limits: dict):
     """Yield (seconds since the first frame, frame) for every frame, enforcing the limits while decoding."""
     first_time = None
     for index, frame in enumerate(container.decode(stream)):
         if index >= limits["max_frames"]:
             raise DecodeError("video_too_many_frames", f"more than limits.max_frames={limits['max_frames']} frames")
+        _check_frame_size(frame.height, frame.width, video_cfg, limits, f"decoded frame {index}")
         time = _frame_time(frame, index, stream)
         first_time = time if first_time is None else first_time
         if time - first_time > limits["max_duration_s"]:
@@ -209,12 +237,17 @@ def _frames_at(timed_frames, times: list[float]) -> list:
     """For each target time, the last frame whose time is <= it (the frame on screen then).
 
     Streams: holds one frame back; targets after the last frame get the last frame (padding).
+    Stops pulling frames (so stops decoding) at the first frame after the last target: no later
+    frame can be on screen at a target time, and the rest of a 10 s source cost 4x the frames a
+    2 s window needs (jobs/benchmark.py suite=data). The decode limits then apply to what was decoded.
     """
     chosen, previous, target = [], None, 0
     for time, frame in timed_frames:
         while target < len(times) and previous is not None and time > times[target] + _TIME_EPSILON_S:
             chosen.append(previous)
             target += 1
+        if target == len(times):
+            break
         previous = frame
     if previous is None:
         raise DecodeError("video_empty", "the video stream has no frame")
@@ -272,7 +305,8 @@ def decode_audio(data: bytes, cfg: dict) -> tuple[np.ndarray, np.ndarray]:
     Mono (channel mean), resampled to `audio.sample_rate`, the first `audio.max_seconds`
     kept; torchaudio MelSpectrogram with a `window_ms` window and `hop_ms` hop (25 ms / 10 ms:
     SPEC Sec. 1), power 2, then log(max(mel, log_floor)). Frames past the end of a shorter
-    clip are zeros with frame_mask False. Limits: `limits.max_audio_bytes`, `max_duration_s`.
+    clip are zeros with frame_mask False. Limits: `limits.max_audio_bytes`, `max_duration_s`,
+    `max_audio_sample_rate`, `max_audio_channels`.
     """
     audio_cfg, limits = cfg["audio"], cfg["limits"]
     if len(data) > limits["max_audio_bytes"]:
@@ -280,12 +314,9 @@ def decode_audio(data: bytes, cfg: dict) -> tuple[np.ndarray, np.ndarray]:
     if not data:
         raise DecodeError("audio_empty", "0 bytes")
     import torch
-    import torchaudio
 
-    wave, source_rate = _read_wave(data, audio_cfg["max_seconds"], limits["max_duration_s"])  # [n]
-    wave = torch.from_numpy(wave)
-    if source_rate != audio_cfg["sample_rate"]:
-        wave = torchaudio.functional.resample(wave, source_rate, audio_cfg["sample_rate"])
+    wave, source_rate = _read_wave(data, audio_cfg["max_seconds"], limits)  # [n]
+    wave = torch.from_numpy(resample(wave, source_rate, audio_cfg["sample_rate"]))
     wave = wave[: round(audio_cfg["max_seconds"] * audio_cfg["sample_rate"])]
     hop = _samples(audio_cfg["hop_ms"], audio_cfg["sample_rate"])
     window = _samples(audio_cfg["window_ms"], audio_cfg["sample_rate"])
@@ -303,13 +334,17 @@ def decode_audio(data: bytes, cfg: dict) -> tuple[np.ndarray, np.ndarray]:
     return spectrogram, frame_mask
 
 
-def _read_wave(data: bytes, max_seconds: float, max_duration_s: float) -> tuple[np.ndarray, int]:
-    """Mono float32 samples of the first `max_seconds` (at the file's rate) and that rate."""
+def _read_wave(data: bytes, max_seconds: float, limits: dict) -> tuple[np.ndarray, int]:
+    """Mono float32 samples of the first `max_seconds` (at the file's rate) and that rate.
+
+    The header's rate and channels are checked before reading: the read buffer is
+    max_seconds x rate x channels floats (a WAV can declare a 1 MHz rate and 1024 channels)."""
     try:
         with soundfile.SoundFile(io.BytesIO(data)) as sound:
+            _check_audio_header(sound.samplerate, sound.channels, limits)
             duration = sound.frames / sound.samplerate
-            if duration > max_duration_s:
-                raise DecodeError("audio_too_long", f"{duration:.2f} s > limits.max_duration_s={max_duration_s}")
+            if duration > limits["max_duration_s"]:
+                raise DecodeError("audio_too_long", f"{duration:.2f} s > limits.max_duration_s={limits['max_duration_s']}")
             wave = sound.read(math.ceil(max_seconds * sound.samplerate), dtype="float32", always_2d=True)  # [n, C]
             rate = sound.samplerate
     except DecodeError:
@@ -321,6 +356,15 @@ def _read_wave(data: bytes, max_seconds: float, max_duration_s: float) -> tuple[
     if not np.isfinite(wave).all():
         raise DecodeError("audio_corrupt", "non-finite samples")
     return np.ascontiguousarray(wave.mean(axis=1)), rate  # [n]
+
+
+def _check_audio_header(sample_rate: int, channels: int, limits: dict) -> None:
+    if sample_rate > limits["max_audio_sample_rate"]:
+        message = f"declared {sample_rate} Hz > limits.max_audio_sample_rate={limits['max_audio_sample_rate']}"
+        raise DecodeError("audio_rate_too_high", message)
+    if channels > limits["max_audio_channels"]:
+        message = f"declared {channels} channels > limits.max_audio_channels={limits['max_audio_channels']}"
+        raise DecodeError("audio_too_many_channels", message)
 
 
 def _samples(milliseconds: float, sample_rate: int) -> int:

@@ -10,8 +10,11 @@ One JSON object per line:
   labels     (optional object with keys of schema.LABELS_TYPE)
 Relative paths are relative to the manifest's folder.
 
-Every good entry is written; a bad one (invalid JSON or keys, missing file, undecodable media,
-zero-length clip) is listed in the summary with its line number and reason, never a crash.
+The whole manifest is parsed before any clip is cut. An invalid line (not JSON, a missing or
+unknown key, a duplicate clip_id) stops the ingest there with one line naming the manifest and the
+line (ManifestError), unless `skip_invalid_entries`: then it is listed in the summary like the bad
+media. Bad media (missing file, undecodable, zero-length clip) never stop the ingest: every good
+entry is written, each bad one listed in the summary with its line number and reason.
 Shard k holds the good entries among manifest entries [k * rows_per_shard, (k + 1) * rows_per_shard).
 """
 
@@ -34,6 +37,10 @@ from mmdist.data.tasks import map_tasks
 MANIFEST_KEYS = ("video", "audio", "text", "start_s", "end_s", "clip_id", "source_id", "labels")
 # A leading "_" keeps readers of the folder (pyarrow datasets, Ray Data) from taking it for a shard.
 SUMMARY_FILE = "_ingest_summary.json"
+
+
+class ManifestError(ValueError):
+    """The manifest cannot be read, or a line of it is invalid (and invalid lines are not skipped)."""
 
 
 @dataclass(frozen=True)
@@ -233,14 +240,31 @@ def ingest_chunk(entries: list[Entry], cfg: dict, url: str, endpoint_url: str | 
     return url, len(rows), bad
 
 
+def read_manifest(manifest: str, endpoint_url: str | None, retries: int | None) -> str:
+    try:
+        content = read_bytes(manifest, endpoint_url, retries=retries)
+    except FileNotFoundError:
+        raise ManifestError(f"manifest={manifest!r} does not exist") from None
+    try:
+        return content.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise ManifestError(f"manifest={manifest!r} is not UTF-8 text (JSON Lines): {err}") from None
+
+
 def ingest(manifest: str, out: str, cfg: dict, endpoint_url: str | None = None) -> IngestSummary:
     """Ingest the manifest at `manifest` into shards under `out`; the summary is also written
     to `<out>/_ingest_summary.json`. `cfg` is configs/ingest.yaml as a dict."""
     storage = cfg.get("storage") or {}
     endpoint_url = default_endpoint(endpoint_url or storage.get("endpoint_url"))
     retries, backoff_s = storage.get("retries"), storage.get("backoff_s")
-    content = read_bytes(manifest, endpoint_url, retries=retries).decode("utf-8")
-    entries, bad = parse_manifest(content, parent_url(manifest))
+    entries, bad = parse_manifest(read_manifest(manifest, endpoint_url, retries), parent_url(manifest))
+    if bad and not cfg["skip_invalid_entries"]:
+        first, others = bad[0], len(bad) - 1
+        more = f" (and {others} more invalid line{'s' if others > 1 else ''})" if others else ""
+        raise ManifestError(
+            f"{manifest} line {first.line}: {first.reason}{more}; nothing was ingested "
+            "(skip_invalid_entries=true ingests the valid lines and lists the others)"
+        )
     prepare_output(out, cfg["overwrite"], endpoint_url, retries=retries, backoff_s=backoff_s)
     size = int(cfg["rows_per_shard"])
     if size < 1:

@@ -140,14 +140,34 @@ def with_retries(operation: Callable[[], T], what: str, retries: int | None, bac
 def list_shards(
     url: str, endpoint_url: str | None = None, *, retries: int | None = None, backoff_s: float | None = None
 ) -> list[str]:
-    """Sorted paths (inside the filesystem of `url`) of the `*.parquet` files under `url`."""
+    """Sorted paths (inside the filesystem of `url`) of the `*.parquet` files under `url`, or `url`
+    itself when it is one such file."""
     fs, root = resolve_filesystem(url, endpoint_url, retries=retries)
 
     def scan() -> list[str]:
+        if fs.get_file_info(root).type == pafs.FileType.File:
+            return [root] if root.endswith(".parquet") else []
         infos = fs.get_file_info(pafs.FileSelector(root, recursive=True, allow_not_found=True))
         return sorted(i.path for i in infos if i.type == pafs.FileType.File and i.path.endswith(".parquet"))
 
     return with_retries(scan, f"listing shards under {url}", retries, backoff_s)
+
+
+def require_shards(
+    url: str, key: str, endpoint_url: str | None = None, *, retries: int | None = None, backoff_s: float | None = None
+) -> list[str]:
+    """`list_shards(url)`, or FileNotFoundError naming the config `key` when there is none: `url`
+    does not exist (a missing folder, file, bucket or prefix), or holds no `*.parquet` file."""
+    shards = list_shards(url, endpoint_url, retries=retries, backoff_s=backoff_s)
+    if shards:
+        return shards
+    fs, root = resolve_filesystem(url, endpoint_url, retries=retries)
+    kind = with_retries(lambda: fs.get_file_info(root).type, f"reading {url}", retries, backoff_s)
+    if kind == pafs.FileType.NotFound:
+        raise FileNotFoundError(f"{key}={url!r} does not exist")
+    if kind == pafs.FileType.File:
+        raise FileNotFoundError(f"{key}={url!r} is a file but not a *.parquet shard")
+    raise FileNotFoundError(f"{key}={url!r} holds no *.parquet shard (an empty folder, bucket or prefix)")
 
 
 def write_shard(

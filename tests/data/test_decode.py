@@ -58,6 +58,22 @@ def test_single_frame_video_fills_every_slot(data_cfg, media):
     np.testing.assert_allclose(clip.reshape(6, -1).mean(axis=1), [77] * 6, atol=2)
 
 
+def test_frame_selection_stops_decoding_after_the_last_target():
+    """Targets 0, 0.25, 0.5 s over a 10 fps source (frames at 0.1 k s): frames 0, 2 and 5 are on screen
+    then, and frame 6 (0.6 s) is the first that proves target 0.5 s is settled: nothing after it is pulled."""
+    from mmdist.data.decode import _frames_at
+
+    pulled = []
+
+    def source():  # (time, frame) of a 10 s clip, recording what the selection asks for
+        for k in range(100):
+            pulled.append(k)
+            yield k / 10, f"frame {k}"
+
+    assert _frames_at(source(), [0.0, 0.25, 0.5]) == ["frame 0", "frame 2", "frame 5"]
+    assert pulled == list(range(7))
+
+
 # ---------------------------------------------------------------- video: resize and crop
 
 

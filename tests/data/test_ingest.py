@@ -99,7 +99,7 @@ def frame_indices(frames):
 def run_ingest(media_dir, cfg, out, **overrides):
     manifest = media_dir / "clips.jsonl"
     manifest.write_text("\n".join(manifest_lines(media_dir)) + "\n")
-    cfg.update(rows_per_shard=4, **overrides)
+    cfg.update(rows_per_shard=4, skip_invalid_entries=True, **overrides)  # the manifest's invalid lines are listed
     return ingest(str(manifest), str(out), cfg)
 
 
@@ -177,7 +177,7 @@ def test_job_ingests_from_s3_to_s3_the_same_clips_as_locally(media_dir, tmp_path
     write_bytes(f"{s3_env}/in/clips.jsonl", "\n".join(lines).encode())
     result = subprocess.run(
         [sys.executable, os.path.join(REPO, "jobs", "ingest.py"), f"manifest={s3_env}/in/clips.jsonl",
-         f"out={s3_env}/out", "rows_per_shard=4"],
+         f"out={s3_env}/out", "rows_per_shard=4", "skip_invalid_entries=true"],
         capture_output=True, text=True, cwd=tmp_path, timeout=300, env={**os.environ, "PYTHONPATH": REPO},
     )
     assert result.returncode == 0, result.stderr[-3000:]
@@ -189,7 +189,7 @@ def test_job_ingests_from_s3_to_s3_the_same_clips_as_locally(media_dir, tmp_path
     local_manifest.write_text("\n".join(lines))
     for name in ("source.mp4", "silent.mp4", "ramp.wav", "corrupt.mp4"):
         (tmp_path / name).write_bytes((media_dir / name).read_bytes())
-    ingest(str(local_manifest), str(tmp_path / "out"), {**ingest_cfg, "rows_per_shard": 4})
+    ingest(str(local_manifest), str(tmp_path / "out"), {**ingest_cfg, "rows_per_shard": 4, "skip_invalid_entries": True})
     local = pq.read_table(str(tmp_path / "out")).to_pylist()
     assert [r["clip_id"] for r in remote] == ["source:1-3", "with-audio", "silent:0-end"]
     assert remote == local
