@@ -1,4 +1,10 @@
-"""Word-level tokeniser with a hashed vocabulary: narrations -> fixed-shape token ids.
+"""Narrations -> fixed-shape token ids, by one of two tokenisers (`data.text.tokenizer`):
+
+- `hashed` (default): words hashed into `data.text.vocab_size` buckets; `[CLS] w_1 ... w_{L-1}`.
+- `clip_bpe`: CLIP's byte-pair encoding (open_clip's `SimpleTokenizer` and the vocabulary shipped in
+  its wheel, 49408 ids; nothing is downloaded); `<start_of_text> bpe ... <end_of_text>`, truncated
+  to L with the end token kept last, exactly as open_clip tokenises. Its vocabulary is its own:
+  `data.text.vocab_size` is not read. Use it with a CLIP text tower (`model.text.backbone: open_clip`).
 
 Why hashing rather than a learned or shipped vocabulary:
 - nothing is downloaded and nothing is shipped: the vocabulary is a pure function of the word,
@@ -13,12 +19,14 @@ Layout of one clip's text (SPEC Sec. 1, MMV eq. 2 MIL candidates):
     ids             int64 [P, L]   P = max_candidates narrations, L = max_tokens
     token_mask      bool  [P, L]   True on real tokens (CLS included)
     candidate_mask  bool  [P]      True on real narrations
-Each candidate is `[CLS] w_1 ... w_{L-1}`, truncated to L; the CLS id lets a transformer
-text encoder pool without knowing the length.
+Each candidate is `[CLS] w_1 ... w_{L-1}` (hashed) or `[SOT] bpe ... [EOT]` (clip_bpe), truncated
+to L; the first id lets a transformer text encoder pool without knowing the length. Padding is
+PAD_ID (0) under token_mask False for both (0 is also a BPE token, "!": the mask tells them apart).
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 
@@ -28,7 +36,12 @@ PAD_ID = 0  # padding (token_mask False)
 CLS_ID = 1  # first token of every candidate
 NUM_RESERVED_IDS = 2  # word buckets start after the reserved ids
 
-TEXT_CONFIG_KEYS = {"vocab_size": int, "max_tokens": int, "max_candidates": int}
+TOKENIZERS = ("hashed", "clip_bpe")
+# len(open_clip SimpleTokenizer().encoder): 49152 - 256 - 2 merges + 2 x 256 byte symbols + 2 specials.
+# A constant so that building a model does not load the tokeniser (tests/data/test_text.py checks it).
+CLIP_BPE_VOCAB_SIZE = 49408
+
+TEXT_CONFIG_KEYS = {"tokenizer": str, "vocab_size": int, "max_tokens": int, "max_candidates": int}
 
 # Lower-cased letters/digits, keeping in-word apostrophes ("person's" is one word).
 _WORD = re.compile(r"[a-z0-9]+(?:'[a-z0-9]+)*")
@@ -53,6 +66,34 @@ def encode_text(text: str, vocab_size: int, max_tokens: int) -> list[int]:
     return ([CLS_ID] + ids)[:max_tokens]
 
 
+@functools.lru_cache(maxsize=1)
+def clip_bpe_tokenizer():
+    """open_clip's BPE tokeniser, built once per process (its 48k merges take about a second).
+    Imported here, not with the module: processes on the hashed tokeniser never load open_clip."""
+    from open_clip.tokenizer import SimpleTokenizer
+
+    return SimpleTokenizer()
+
+
+def encode_clip_bpe(text: str, max_tokens: int) -> list[int]:
+    """`[SOT] + BPE ids + [EOT]` of one narration, truncated to `max_tokens` with EOT kept last
+    (open_clip's own rule); `[]` when the text has no BPE token."""
+    tokenizer = clip_bpe_tokenizer()
+    ids = tokenizer.encode(text)
+    if not ids:
+        return []
+    ids = [tokenizer.sot_token_id, *ids, tokenizer.eot_token_id]
+    if len(ids) > max_tokens:
+        ids = ids[:max_tokens]
+        ids[-1] = tokenizer.eot_token_id
+    return ids
+
+
+def vocabulary_size(tokenizer: str, hashed_buckets: int) -> int:
+    """Token ids the text encoder must embed: the hashed buckets, or CLIP's BPE vocabulary."""
+    return CLIP_BPE_VOCAB_SIZE if tokenizer == "clip_bpe" else hashed_buckets
+
+
 def tokenize(texts: list[str | None], cfg: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Tokenise one clip's narration candidates into fixed shapes.
 
@@ -70,6 +111,10 @@ def tokenize(texts: list[str | None], cfg: dict) -> tuple[np.ndarray, np.ndarray
         text_cfg["max_tokens"],
         text_cfg["max_candidates"],
     )
+    if text_cfg["tokenizer"] == "clip_bpe":
+        encode = functools.partial(encode_clip_bpe, max_tokens=max_tokens)
+    else:
+        encode = functools.partial(encode_text, vocab_size=vocab_size, max_tokens=max_tokens)
     ids = np.full((max_candidates, max_tokens), PAD_ID, dtype=np.int64)  # [P, L]
     token_mask = np.zeros((max_candidates, max_tokens), dtype=bool)  # [P, L]
     candidate_mask = np.zeros(max_candidates, dtype=bool)  # [P]
@@ -77,7 +122,7 @@ def tokenize(texts: list[str | None], cfg: dict) -> tuple[np.ndarray, np.ndarray
     for text in texts:
         if row == max_candidates:
             break
-        encoded = encode_text(text, vocab_size, max_tokens) if text is not None else []
+        encoded = encode(text) if text is not None else []
         if not encoded:
             continue
         ids[row, : len(encoded)] = encoded
@@ -89,11 +134,15 @@ def tokenize(texts: list[str | None], cfg: dict) -> tuple[np.ndarray, np.ndarray
 
 def check_text_config(text_cfg: dict) -> None:
     """Values the tokeniser cannot work with; key names are checked by the pipeline's config check."""
+    if text_cfg["tokenizer"] not in TOKENIZERS:
+        raise ValueError(f"data.text.tokenizer must be one of {list(TOKENIZERS)}, got {text_cfg['tokenizer']!r}")
     if text_cfg["vocab_size"] <= NUM_RESERVED_IDS:
         raise ValueError(
             f"data.text.vocab_size must exceed the {NUM_RESERVED_IDS} reserved ids, got {text_cfg['vocab_size']}"
         )
     if text_cfg["max_tokens"] < 2:
-        raise ValueError(f"data.text.max_tokens must be >= 2 (CLS + one word), got {text_cfg['max_tokens']}")
+        raise ValueError(
+            f"data.text.max_tokens must be >= 2 (CLS + one word, or SOT + EOT), got {text_cfg['max_tokens']}"
+        )
     if text_cfg["max_candidates"] < 1:
         raise ValueError(f"data.text.max_candidates must be >= 1, got {text_cfg['max_candidates']}")

@@ -8,6 +8,9 @@ empty on one rank and not on another (a collective called by some ranks only wou
 
 The fine-grained features H^a are the frames of the last feature map; padded frames are
 carried through as zeros and masked at the output.
+
+`model.audio.backbone` picks the network: `resnet1d` (this module) or `resnet2d` (torchvision's
+ResNet over the log-mel image, `mmdist.models.audio_resnet2d`).
 """
 
 from __future__ import annotations
@@ -17,10 +20,20 @@ from collections.abc import Mapping, Sequence
 import torch
 from torch import nn
 
-from mmdist.models.config import ModelConfigError, number, positive_int, positive_ints, positive_number, section
+from mmdist.models.config import (
+    ModelConfigError,
+    number,
+    one_of,
+    positive_int,
+    positive_ints,
+    positive_number,
+    section,
+)
 from mmdist.models.layers import Residual, downsample_mask
 
-AUDIO_KEYS = ("mean", "std", "stem_channels", "stem_kernel", "stem_stride", "channels", "blocks", "strides", "kernel", "pool")
+BACKBONES = ("resnet1d", "resnet2d")
+AUDIO_KEYS = ("backbone", "weights", "mean", "std", "stem_channels", "stem_kernel", "stem_stride", "channels", "blocks",
+              "strides", "kernel", "pool")
 
 
 def conv_bn(in_channels: int, out_channels: int, kernel: int, stride: int) -> nn.Sequential:
@@ -44,8 +57,16 @@ def residual_block(in_channels: int, out_channels: int, stride: int, kernel: int
     return Residual(body, shortcut)
 
 
+def standardise(mel: torch.Tensor, frame_mask: torch.Tensor, mean: float, std: float) -> torch.Tensor:
+    """Standardise the log-mel `[B, n_mels, F]` with the config's mean / std; padded frames -> 0 (the mean level)."""
+    standardised = (mel - mean) / std
+    return torch.where(frame_mask.unsqueeze(1), standardised, torch.zeros_like(standardised))
+
+
 class AudioEncoder(nn.Module):
     """log-mel `[B, n_mels, F]` + frame mask `[B, F]` -> H^a `[B, f, C]` and its mask `[B, f]`."""
+
+    IGNORED_WEIGHT_PREFIXES: tuple[str, ...] = ()  # a weights file holds this whole encoder (mmdist.models.pretrained)
 
     def __init__(
         self,
@@ -76,20 +97,25 @@ class AudioEncoder(nn.Module):
         for stride in strides:
             self.stride *= stride
 
-    def normalise(self, mel: torch.Tensor, frame_mask: torch.Tensor) -> torch.Tensor:
-        """Standardise the log-mel `[B, n_mels, F]`; padded frames -> 0 (the mean level)."""
-        standardised = (mel - self.mean) / self.std
-        return torch.where(frame_mask.unsqueeze(1), standardised, torch.zeros_like(standardised))
-
     def forward(self, mel: torch.Tensor, frame_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         dtype = self.backbone[0][0].weight.dtype
-        features = self.backbone(self.normalise(mel.float(), frame_mask).to(dtype))  # [B, C, f]
+        features = self.backbone(standardise(mel.float(), frame_mask, self.mean, self.std).to(dtype))  # [B, C, f]
         mask = downsample_mask(frame_mask, self.stride, features.shape[-1])  # [B, f]
         return features.transpose(1, 2), mask  # [B, f, C], [B, f]
 
+    def pretrained_module(self) -> nn.Module:
+        return self
 
-def build_audio_encoder(cfg: Mapping, n_mels: int, path: str = "model.audio") -> AudioEncoder:
+
+def build_audio_encoder(cfg: Mapping, n_mels: int, path: str = "model.audio") -> nn.Module:
+    """Build the encoder of `model.audio.backbone` for `n_mels` mel bands, checking every key."""
+    backbone = cfg.get("backbone") if isinstance(cfg, Mapping) else None
+    if backbone == "resnet2d":
+        from mmdist.models.audio_resnet2d import build_resnet2d_audio_encoder
+
+        return build_resnet2d_audio_encoder(cfg, path)
     section(cfg, path, AUDIO_KEYS)
+    one_of(backbone, BACKBONES, f"{path}.backbone")
     channels = positive_ints(cfg["channels"], f"{path}.channels")
     for key in ("stem_kernel", "kernel"):
         if positive_int(cfg[key], f"{path}.{key}") % 2 == 0:

@@ -4,6 +4,9 @@ Positions are sinusoidal, so the encoder takes any narration length. Each token'
 through a linear layer and a ReLU, as the word branch of MIL-NCE / MCN (`Sentence_Maxpool`:
 linear + ReLU per word, then pooling), which gives non-negative fine features H^t like the
 video and audio ResNets' (the MCN decoders end in a ReLU and reconstruct pooled H).
+
+`model.text.backbone` picks the network: `transformer` (this module, for the hashed word ids) or
+`open_clip` (CLIP's text tower, for CLIP BPE ids: `mmdist.models.clip_text`).
 """
 
 from __future__ import annotations
@@ -15,9 +18,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mmdist.models.config import ModelConfigError, non_negative_number, positive_int, section
+from mmdist.models.config import ModelConfigError, non_negative_number, one_of, positive_int, section
 
-TEXT_KEYS = ("dim", "layers", "heads", "ff_dim", "dropout", "out_channels", "pool")
+BACKBONES = ("transformer", "open_clip")
+TEXT_KEYS = ("backbone", "weights", "dim", "layers", "heads", "ff_dim", "dropout", "out_channels", "pool")
 
 
 def sinusoidal_positions(length: int, dim: int, device: torch.device) -> torch.Tensor:
@@ -35,6 +39,8 @@ class TextEncoder(nn.Module):
 
     N is clips x candidate narrations: the model flattens `[B, P, L]` before calling.
     """
+
+    IGNORED_WEIGHT_PREFIXES: tuple[str, ...] = ()  # a weights file holds this whole encoder (mmdist.models.pretrained)
 
     def __init__(
         self,
@@ -72,9 +78,19 @@ class TextEncoder(nn.Module):
         x = self.transformer(x, src_key_padding_mask=~attend)  # [N, L, dim]
         return F.relu(self.output(x)), mask  # [N, L, C]
 
+    def pretrained_module(self) -> nn.Module:
+        return self
 
-def build_text_encoder(cfg: Mapping, vocab_size: int, path: str = "model.text") -> TextEncoder:
+
+def build_text_encoder(cfg: Mapping, vocab_size: int, path: str = "model.text") -> nn.Module:
+    """Build the encoder of `model.text.backbone` for `vocab_size` token ids, checking every key."""
+    backbone = cfg.get("backbone") if isinstance(cfg, Mapping) else None
+    if backbone == "open_clip":
+        from mmdist.models.clip_text import build_clip_text_encoder
+
+        return build_clip_text_encoder(cfg, vocab_size, path)
     section(cfg, path, TEXT_KEYS)
+    one_of(backbone, BACKBONES, f"{path}.backbone")
     dim = positive_int(cfg["dim"], f"{path}.dim")
     heads = positive_int(cfg["heads"], f"{path}.heads")
     if dim % heads or dim % 2:

@@ -6,19 +6,35 @@ Conv3d, BatchNorm3d, ReLU and `Residual`, which is what makes MMV's deflation (S
 `mmdist.models.deflation`) a layer-by-layer swap to Conv2d / BatchNorm2d.
 
 The fine-grained features H^v are the positions of the last feature map, t x h x w of them.
+
+`model.video.backbone` picks the network: `r2plus1d` (this module, every width configurable) or
+`torchvision` (R(2+1)D-18, R3D-18, MC3-18, S3D, MViT from torchvision, `mmdist.models.torchvision_video`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
+import math
+
 import torch
 from torch import nn
 
-from mmdist.models.config import ModelConfigError, number, positive_int, positive_ints, positive_number, section
+from mmdist.models.config import (
+    ModelConfigError,
+    number,
+    one_of,
+    positive_int,
+    positive_ints,
+    positive_number,
+    section,
+)
 from mmdist.models.layers import Residual
 
+BACKBONES = ("r2plus1d", "torchvision")
 VIDEO_KEYS = (
+    "backbone",
+    "weights",
     "mean",
     "std",
     "stem_channels",
@@ -99,6 +115,8 @@ def residual_block(
 class VideoEncoder(nn.Module):
     """uint8 video `[B, T, H, W, 3]` -> fine features H^v `[B, t*h*w, C]` (all positions valid)."""
 
+    IGNORED_WEIGHT_PREFIXES: tuple[str, ...] = ()  # a weights file holds this whole encoder (mmdist.models.pretrained)
+
     def __init__(
         self,
         mean: Sequence[float],
@@ -165,6 +183,15 @@ class VideoEncoder(nn.Module):
     def dtype(self) -> torch.dtype:
         return self.backbone[0][0].weight.dtype
 
+    def grid(self, num_frames: int, size: int) -> tuple[int, int, int]:
+        """(t, h, w) positions of the last feature map for `num_frames` frames of `size`^2 pixels
+        ('same' padding everywhere: each axis is ceil(input / total stride))."""
+        side = math.ceil(size / self.spatial_stride)
+        return math.ceil(num_frames / self.temporal_stride), side, side
+
+    def pretrained_module(self) -> nn.Module:
+        return self
+
 
 def _product(values: Sequence[int]) -> int:
     result = 1
@@ -173,22 +200,36 @@ def _product(values: Sequence[int]) -> int:
     return result
 
 
-def build_video_encoder(cfg: Mapping, path: str = "model.video") -> VideoEncoder:
-    """Build the encoder from its config section, checking every key."""
-    section(cfg, path, VIDEO_KEYS)
-    channels = positive_ints(cfg["channels"], f"{path}.channels")
-    stages = len(channels)
+def rgb_mean_std(cfg: Mapping, path: str) -> tuple[list[float], list[float]]:
+    """`<path>.mean` and `.std`: 3 numbers each (R, G, B), the std positive."""
     for key in ("mean", "std"):
         values = cfg[key]
         if isinstance(values, (str, bytes)) or not isinstance(values, Sequence) or len(values) != 3:
             raise ModelConfigError(f"{path}.{key} must list 3 numbers (R, G, B), got {values!r}")
-    mean = [number(value, f"{path}.mean") for value in cfg["mean"]]
-    std = [positive_number(value, f"{path}.std") for value in cfg["std"]]
+    return [number(v, f"{path}.mean") for v in cfg["mean"]], [positive_number(v, f"{path}.std") for v in cfg["std"]]
+
+
+def build_video_encoder(
+    cfg: Mapping, num_frames: int | None = None, size: int | None = None, path: str = "model.video"
+) -> nn.Module:
+    """Build the encoder of `model.video.backbone` from its config section, checking every key.
+    A torchvision backbone needs the input `num_frames` and `size` (data.video.*) to lay out its positions."""
+    backbone = cfg.get("backbone") if isinstance(cfg, Mapping) else None
+    if backbone == "torchvision":
+        from mmdist.models.torchvision_video import build_torchvision_video_encoder
+
+        if num_frames is None or size is None:
+            raise ModelConfigError(f"{path}.backbone = torchvision needs data.video.num_frames and data.video.size")
+        return build_torchvision_video_encoder(cfg, num_frames, size, path)
+    section(cfg, path, VIDEO_KEYS)
+    one_of(backbone, BACKBONES, f"{path}.backbone")
+    channels = positive_ints(cfg["channels"], f"{path}.channels")
+    stages = len(channels)
+    mean, std = rgb_mean_std(cfg, path)
     for key in ("stem_spatial_kernel", "stem_temporal_kernel", "temporal_kernel"):
         if positive_int(cfg[key], f"{path}.{key}") % 2 == 0:
             raise ModelConfigError(f"{path}.{key} must be odd ('same' padding), got {cfg[key]}")
-    if cfg["pool"] not in ("mean", "max"):
-        raise ModelConfigError(f"{path}.pool must be 'mean' or 'max', got {cfg['pool']!r}")
+    one_of(cfg["pool"], ("mean", "max"), f"{path}.pool")
     return VideoEncoder(
         mean=mean,
         std=std,

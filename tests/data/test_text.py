@@ -1,4 +1,5 @@
-"""The hashed word tokeniser (mmdist/data/text.py): hand-worked cases and stability properties."""
+"""The tokenisers of mmdist/data/text.py: the hashed word tokeniser (hand-worked cases and stability
+properties) and CLIP's BPE (hand-worked ids, and open_clip's own tokenizer as the reference)."""
 
 import hashlib
 import os
@@ -8,9 +9,21 @@ import sys
 import numpy as np
 import pytest
 
-from mmdist.data.text import CLS_ID, NUM_RESERVED_IDS, PAD_ID, check_text_config, encode_text, tokenize, word_id, words
+from mmdist.data.text import (
+    CLIP_BPE_VOCAB_SIZE,
+    CLS_ID,
+    NUM_RESERVED_IDS,
+    PAD_ID,
+    check_text_config,
+    clip_bpe_tokenizer,
+    encode_text,
+    tokenize,
+    word_id,
+    words,
+)
 
-TEXT_CFG = {"text": {"vocab_size": 1000, "max_tokens": 4, "max_candidates": 3}}
+TEXT_CFG = {"text": {"tokenizer": "hashed", "vocab_size": 1000, "max_tokens": 4, "max_candidates": 3}}
+BPE_CFG = {"text": {"tokenizer": "clip_bpe", "vocab_size": 1000, "max_tokens": 8, "max_candidates": 4}}
 
 
 def test_words_lowercase_and_split_on_punctuation():
@@ -71,9 +84,45 @@ def test_tokenize_all_empty_has_no_candidate():
 
 @pytest.mark.parametrize(
     "key, value, message",
-    [("vocab_size", 2, "vocab_size"), ("max_tokens", 1, "max_tokens"), ("max_candidates", 0, "max_candidates")],
+    [
+        ("vocab_size", 2, "vocab_size"),
+        ("max_tokens", 1, "max_tokens"),
+        ("max_candidates", 0, "max_candidates"),
+        ("tokenizer", "wordpiece", "tokenizer"),
+    ],
 )
 def test_check_text_config_names_the_key(key, value, message):
     cfg = {**TEXT_CFG["text"], key: value}
     with pytest.raises(ValueError, match=f"data.text.{message}"):
         check_text_config(cfg)
+
+
+def test_clip_bpe_hand_worked_ids():
+    # CLIP's published ids: <start_of_text> 49406, "a</w>" 320, "photo</w>" 1125, "of</w>" 539,
+    # "cat</w>" 2368, <end_of_text> 49407; padding 0 under a False mask.
+    ids, token_mask, candidate_mask = tokenize(["A photo of a CAT", None, "   "], BPE_CFG)
+    np.testing.assert_array_equal(ids[0], [49406, 320, 1125, 539, 320, 2368, 49407, PAD_ID])
+    np.testing.assert_array_equal(token_mask[0], [True] * 7 + [False])
+    np.testing.assert_array_equal(candidate_mask, [True, False, False, False])  # None and blank are not candidates
+    assert CLIP_BPE_VOCAB_SIZE == clip_bpe_tokenizer().vocab_size == 49408
+
+
+def test_clip_bpe_matches_open_clip_tokenizer():
+    """open_clip's own tokenizer (sot + BPE + eot, truncated with eot kept last, zero padded) is the reference."""
+    from open_clip.tokenizer import tokenize as open_clip_tokenize
+
+    sentences = [
+        "The person cuts the carrot on the board.",
+        "Up 5 !% today",  # "!%" is BPE ids 0 ("!") and 260: 0 is also the padding value, the mask must count it
+        "Café crème, naïve résumé and 12,345 steps then a very long tail of words past the context",
+        "person's knife-block",
+    ]
+    ids, token_mask, candidate_mask = tokenize(sentences, BPE_CFG)
+    reference = open_clip_tokenize(sentences, context_length=BPE_CFG["text"]["max_tokens"]).numpy()
+    np.testing.assert_array_equal(ids, reference)
+    assert candidate_mask.all()
+    tokenizer = clip_bpe_tokenizer()
+    lengths = [min(len(tokenizer.encode(text)) + 2, BPE_CFG["text"]["max_tokens"]) for text in sentences]
+    np.testing.assert_array_equal(token_mask, np.arange(BPE_CFG["text"]["max_tokens"]) < np.array(lengths)[:, None])
+    assert ids[1, 3] == 0 and token_mask[1, 3] and not token_mask[1, 7]  # a real "!" (id 0) is a token, padding is not
+    assert ids[2, -1] == tokenizer.eot_token_id  # truncated: the end token kept last

@@ -15,7 +15,7 @@ CONFIGS = Path(__file__).resolve().parents[2] / "configs" / "model"
 DATA_CFG = {
     "video": {"num_frames": 8, "size": 32},
     "audio": {"n_mels": 40, "max_seconds": 0.4},
-    "text": {"vocab_size": 64, "max_tokens": 6, "max_candidates": 3},
+    "text": {"tokenizer": "hashed", "vocab_size": 64, "max_tokens": 6, "max_candidates": 3},
 }
 
 
