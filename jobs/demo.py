@@ -7,7 +7,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from mmdist.data.synthetic import generate_world
 from mmdist.eval import evaluate
-from mmdist.train import fit
+from mmdist.tracking import log_evaluation
+from mmdist.train.fit import fit
 
 
 @hydra.main(config_path="../configs", config_name="demo", version_base="1.3")
@@ -29,7 +30,11 @@ def main(cfg: DictConfig) -> None:
         print(f"  {pair:>14}: {values['R@1']:5.1f} / {values['R@5']:5.1f} / {values['MdR']}")
     for pair, values in metrics["discovery"].items():
         print(f"[demo] sounding-action discovery {pair}: ROC-AUC {values['roc_auc']:.3f}, PR-AUC {values['pr_auc']:.3f}")
-    print(f"[demo] training metrics: {run_dir}/metrics.json")
+    print(f"[demo] training metrics: {run_dir}/metrics.json; curves: tensorboard --logdir {run_dir}/tensorboard")
+    if "mlflow" in summary:  # logging.mlflow.enabled: the evaluation joins the training run
+        record = summary["mlflow"]
+        log_evaluation(record["run_id"], record["tracking_uri"], metrics, eval_dir)
+        print(f"[demo] MLflow run {record['run_id']} (training and evaluation) in {record['tracking_uri']}")
     print(f"[demo] evaluation report: {eval_dir}/report.html (and report.md, metrics.json)")
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import html
 import os
+import re
 
 from mmdist.eval import plots
 
@@ -137,11 +138,15 @@ def render_html(blocks: list[tuple]) -> str:
         if kind in ("h1", "h2", "h3"):
             body.append(f"<{kind}>{html.escape(block[1])}</{kind}>")
         elif kind == "p":
-            body.append(f"<p>{html.escape(block[1])}</p>")
+            body.append(f"<p>{_inline_code(html.escape(block[1]))}</p>")
         elif kind == "table":
             _, header, rows = block
-            head = "".join(f"<th>{html.escape(cell)}</th>" for cell in header)
-            cells = "".join("<tr>" + "".join(f"<td>{html.escape(cell)}</td>" for cell in row) + "</tr>" for row in rows)
+            text = [not all(_numeric(row[i]) for row in rows) for i in range(len(header))]  # columns of words
+            head = "".join(f"<th{' class=text' if text[i] else ''}>{html.escape(cell)}</th>" for i, cell in enumerate(header))
+            cells = "".join(
+                "<tr>" + "".join(f"<td{' class=text' if not _numeric(cell) else ''}>{html.escape(cell)}</td>" for cell in row) + "</tr>"
+                for row in rows
+            )
             body.append(f"<table><thead><tr>{head}</tr></thead><tbody>{cells}</tbody></table>")
         elif kind == "img":
             with open(block[1], "rb") as handle:
@@ -150,9 +155,24 @@ def render_html(blocks: list[tuple]) -> str:
     style = (
         "body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}"
         "table{border-collapse:collapse;margin:1em 0;font-size:13px}td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}"
-        "th{background:#f0f0f0}img{max-width:100%}figcaption{font-style:italic;font-size:13px}"
+        "th{background:#f0f0f0}.text{text-align:left}img{max-width:100%}figcaption{font-style:italic;font-size:13px}"
+        "code{font-size:90%;background:#f4f4f4;padding:0 3px;word-break:break-all}"
     )
     return f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>mmdist evaluation</title><style>{style}</style></head><body>{''.join(body)}</body></html>"
+
+
+def _inline_code(text: str) -> str:
+    """`x` (Markdown's inline code, as the blocks write paths and keys) -> <code>x</code>."""
+    return re.sub(r"`([^`]+)`", r"<code>\1</code>", text)
+
+
+def _numeric(cell: str) -> bool:
+    """Numbers (and "-", a missing number) are right-aligned to compare down a column; words left-aligned."""
+    try:
+        float(cell)
+        return True
+    except ValueError:
+        return cell == "-"
 
 
 def write_report(metrics: dict, artifacts: dict, history: list[dict], run_dir: str) -> dict[str, str]:

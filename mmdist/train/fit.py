@@ -2,7 +2,9 @@
 
 `fit(cfg)` is what `jobs/train.py` calls. It writes into `run_dir`:
 `metrics.json` (`final`: the last report, flat; `history`: every report, each with `step` and `loss`),
-`config.yaml` (the resolved config, secrets redacted) and `checkpoint.txt` (the final checkpoint's URI).
+`config.yaml` (the resolved config, secrets redacted), `checkpoint.txt` (the final checkpoint's URI),
+`tensorboard/` (TensorBoard events of every report) and, with `logging.mlflow.enabled`, `mlflow_run.json`
+(the MLflow run's id and tracking URI; `mlruns/` is the default file store): mmdist.tracking.
 """
 
 from __future__ import annotations
@@ -13,14 +15,16 @@ import uuid
 
 import ray
 from omegaconf import DictConfig, OmegaConf
-from ray.data import DataContext
-from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
+from ray.data import DataContext, ExecutionOptions
+from ray.train import CheckpointConfig, DataConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer
 
 from mmdist.config import redact
 from mmdist.data.pipeline import build_dataset
 from mmdist.data.storage import resolve_filesystem
 from mmdist.runtime import init_ray
+from mmdist.startup import check_train_inputs
+from mmdist.tracking import RunTracker, following
 from mmdist.train.engine import deepspeed_config, micro_batch_size
 from mmdist.train.loop import train_loop_per_worker
 from mmdist.train.metrics import MetricsLog
@@ -30,6 +34,7 @@ def fit(cfg: DictConfig, callbacks: list | None = None) -> dict:
 
     `callbacks` are Ray Train user callbacks (a Tune trial passes `TuneReportCallback`)."""
     config = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
+    check_train_inputs(config)  # recipe, data, shards, warm-start checkpoint: fail before Ray starts
     trainer_cfg = config["trainer"]
     run_dir = os.path.abspath(config["run_dir"])
     os.makedirs(run_dir, exist_ok=True)
@@ -38,14 +43,25 @@ def fit(cfg: DictConfig, callbacks: list | None = None) -> dict:
     # the DeepSpeed config is built in the workers; building it here first fails bad trainer keys
     # before Ray starts, naming the key
     deepspeed_config(trainer_cfg, micro_batch_size(config["data"]["batch_size"], trainer_cfg["num_workers"], trainer_cfg["grad_accum_steps"]))
-    init_ray(config["ray"])
-    # one progress line per report is ours; Ray Data's bars would interleave with it
-    DataContext.get_current().enable_progress_bars = trainer_cfg["data_progress_bars"]
+    tracker = RunTracker(config["logging"], run_dir, config)  # TensorBoard events, MLflow run (mmdist.tracking)
+    try:
+        init_ray(config["ray"], verbose=config["verbose"])
+        # one progress line per report is ours; Ray Data's bars would interleave with it
+        DataContext.get_current().enable_progress_bars = trainer_cfg["data_progress_bars"]
+        summary = _train(config, run_dir, callbacks, tracker)
+    except BaseException:
+        tracker.close(failed=True)
+        raise
+    tracker.close(artifacts=(os.path.join(run_dir, "config.yaml"), os.path.join(run_dir, "metrics.json")))
+    return summary
+
+
+def _train(config: dict, run_dir: str, callbacks: list | None, tracker: RunTracker) -> dict:
+    trainer_cfg = config["trainer"]
     dataset = build_dataset(config["data"], config["storage"], train=True, seed=config["seed"])
     log_name = f"mmdist-metrics-{uuid.uuid4().hex[:8]}"
     metrics_log = MetricsLog.options(name=log_name).remote()
-    config["metrics_log"] = log_name
-    config["decode_stats"] = dataset.decode_stats_name  # workers report the dropped-record counts
+    config = dict(config, metrics_log=log_name, decode_stats=dataset.decode_stats_name)  # workers report the dropped-record counts
 
     datasets = {"train": dataset}
     validation = config["validation"]
@@ -59,17 +75,32 @@ def fit(cfg: DictConfig, callbacks: list | None = None) -> dict:
         scaling_config=scaling_config(trainer_cfg),
         run_config=run_config(trainer_cfg, config["storage"], run_dir, callbacks),
         datasets=datasets,
+        dataset_config=ingest_config(),
     )
-    result = trainer.fit()
+    with following(lambda: ray.get(metrics_log.history.remote()), tracker, config["logging"]["every_s"]):
+        result = trainer.fit()
     history = ray.get(metrics_log.history.remote())
     ray.kill(metrics_log)
+    tracker.log(history)
     checkpoint = checkpoint_uri(result.checkpoint.path, trainer_cfg["storage_path"]) if result.checkpoint else None
     summary = {"final": history[-1] if history else {}, "history": history, "checkpoint": checkpoint}
+    if tracker.mlflow is not None:
+        summary["mlflow"] = tracker.mlflow.record
     with open(os.path.join(run_dir, "metrics.json"), "w") as handle:
         json.dump(summary, handle, indent=1)
     with open(os.path.join(run_dir, "checkpoint.txt"), "w") as handle:
         handle.write(f"{checkpoint}\n")
     return summary
+
+
+def ingest_config() -> DataConfig:
+    """Ray Train's default ingest options, built here: Ray's own default copies the deprecated
+    `ExecutionOptions.exclude_resources` and so printed a RayDeprecationWarning in every run."""
+    options = DataContext.get_current().execution_options
+    return DataConfig(execution_options=ExecutionOptions(
+        resource_limits=options.resource_limits, preserve_order=options.preserve_order,
+        verbose_progress=options.verbose_progress,
+    ))
 
 
 def scaling_config(trainer_cfg: dict) -> ScalingConfig:

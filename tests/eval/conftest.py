@@ -1,7 +1,8 @@
 """Fixtures of the evaluation tests.
 
 * `untrained_eval`: the learning run's starting point (same config, same seed), saved as a
-  checkpoint and evaluated on the held-out world by `jobs/evaluate.py` (2 extraction actors).
+  checkpoint and evaluated on the held-out world by `jobs/evaluate.py` (2 extraction actors), which
+  logs into an MLflow run (`logging.mlflow.run_id`) made for it.
 * `trained_eval`: the learning run (`learned_run` in tests/conftest.py: 120 steps of mc3_vq)
   evaluated by `mmdist.eval.evaluate`; evaluation decodes as the checkpoint's run did.
 """
@@ -19,6 +20,7 @@ import pytest
 import ray
 import torch
 
+from mmdist.tracking import experiment, mlflow_client
 from tests.conftest import learning_run_overrides, load_job_cfg
 
 REPO = Path(__file__).resolve().parents[2]
@@ -54,15 +56,21 @@ def untrained_eval(ray_session, learning_worlds, tmp_path_factory) -> types.Simp
 
     model = build_model(run_config["model"], run_config["data"]).eval()
     checkpoint = write_checkpoint(root / "checkpoint", model, run_config)
+    # an MLflow run for the job to log into, as a training run with logging.mlflow.enabled leaves one
+    mlflow_uri = f"file://{root / 'mlruns'}"
+    client = mlflow_client(mlflow_uri)
+    mlflow_run = client.create_run(experiment(client, "mmdist-test")).info.run_id
     command = [
         sys.executable, "jobs/evaluate.py", f"checkpoint={checkpoint}", *eval_overrides(learning_worlds["held_out"], root / "eval"),
         f"ray.address={ray.get_runtime_context().gcs_address}",  # this session's Ray: no second start-up
+        f"logging.mlflow.run_id={mlflow_run}", f"logging.mlflow.tracking_uri={mlflow_uri}",
     ]
     env = dict(os.environ, PYTHONPATH=f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
     done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     metrics = json.loads((root / "eval" / "metrics.json").read_text())
-    return types.SimpleNamespace(run_dir=root / "eval", metrics=metrics, model=model, run_config=run_config, stdout=done.stdout)
+    return types.SimpleNamespace(run_dir=root / "eval", metrics=metrics, model=model, run_config=run_config,
+                                 stdout=done.stdout, stderr=done.stderr, mlflow=(mlflow_uri, mlflow_run))
 
 
 @pytest.fixture(scope="session")
