@@ -31,6 +31,7 @@ from mmdist.data.schema import CLIP_SCHEMA
 from mmdist.data.storage import default_endpoint, join_url, prepare_output, write_shard
 from mmdist.data.synthetic_render import NOUNS, VERBS, Noun, Verb, draw_clip, draw_scene, render_audio, render_frames
 from mmdist.data.tasks import map_tasks
+from mmdist.runtime import progress_bar
 
 __all__ = [
     "VERBS", "NOUNS", "TEMPLATES", "REGIONS", "Verb", "Noun", "ClipPlan",
@@ -203,9 +204,14 @@ def render_row(plan: ClipPlan, seed: int, cfg: dict) -> dict:
     }
 
 
-def render_shard(plans: list[ClipPlan], seed: int, cfg: dict, url: str, endpoint_url: str | None) -> str:
-    """Render the clips of one shard and write it to `url` (one Ray task when workers > 0)."""
-    rows = [render_row(plan, seed, cfg) for plan in plans]
+def render_shard(plans: list[ClipPlan], seed: int, cfg: dict, url: str, endpoint_url: str | None, on_clip=None) -> str:
+    """Render the clips of one shard and write it to `url` (one Ray task when workers > 0).
+    `on_clip()` after each clip: the progress bar of an in-process run."""
+    rows = []
+    for plan in plans:
+        rows.append(render_row(plan, seed, cfg))
+        if on_clip is not None:
+            on_clip()
     table = pa.Table.from_pylist(rows, schema=CLIP_SCHEMA)
     storage = cfg.get("storage") or {}
     return write_shard(table, url, endpoint_url, retries=storage.get("retries"), backoff_s=storage.get("backoff_s"))
@@ -227,8 +233,13 @@ def generate_world(out: str, num_clips: int, seed: int, cfg: dict, endpoint_url:
     rows_per_shard = int(cfg["rows_per_shard"])
     if rows_per_shard < 1:
         raise ValueError(f"rows_per_shard must be >= 1, got {rows_per_shard}")
-    jobs = [
-        (plans[start : start + rows_per_shard], seed, cfg, join_url(out, f"shard-{k:05d}.parquet"), endpoint_url)
-        for k, start in enumerate(range(0, num_clips, rows_per_shard))
-    ]
-    return map_tasks(render_shard, jobs, workers=int(cfg["workers"]))
+    workers = int(cfg["workers"])
+    with progress_bar(num_clips, "rendering clips", "clip") as bar:
+        # in this process the bar moves clip by clip, with Ray tasks shard by shard
+        on_clip = bar.update if workers == 0 else None
+        jobs = [
+            (plans[start : start + rows_per_shard], seed, cfg, join_url(out, f"shard-{k:05d}.parquet"), endpoint_url, on_clip)
+            for k, start in enumerate(range(0, num_clips, rows_per_shard))
+        ]
+        on_done = None if workers == 0 else (lambda index: bar.update(len(jobs[index][0])))
+        return map_tasks(render_shard, jobs, workers=workers, on_done=on_done)

@@ -11,16 +11,24 @@ from typing import Callable, Sequence, TypeVar
 T = TypeVar("T")
 
 
-def map_tasks(function: Callable[..., T], jobs: Sequence[tuple], workers: int) -> list[T]:
+def map_tasks(
+    function: Callable[..., T], jobs: Sequence[tuple], workers: int, on_done: Callable[[int], None] | None = None
+) -> list[T]:
     """`[function(*job) for job in jobs]`, with `workers` > 0 running at most that many Ray tasks at once.
+    `on_done(index)` is called as each job finishes (a progress bar).
 
     Ray is started with `ray.init()` when no Ray instance is connected yet, which joins the
     cluster named by RAY_ADDRESS or starts a local one.
     """
     if workers < 0:
         raise ValueError(f"workers must be >= 0, got {workers}")
+    on_done = on_done or (lambda index: None)
     if workers == 0:
-        return [function(*job) for job in jobs]
+        results = []
+        for index, job in enumerate(jobs):
+            results.append(function(*job))
+            on_done(index)
+        return results
     import ray
 
     if not ray.is_initialized():
@@ -30,15 +38,18 @@ def map_tasks(function: Callable[..., T], jobs: Sequence[tuple], workers: int) -
     pending: dict = {}
     for index, job in enumerate(jobs):
         if len(pending) >= workers:
-            collect(pending, results, ray.wait(list(pending), num_returns=1)[0])
+            collect(pending, results, ray.wait(list(pending), num_returns=1)[0], on_done)
         pending[remote.remote(*job)] = index
-    collect(pending, results, list(pending))
+    while pending:
+        collect(pending, results, ray.wait(list(pending), num_returns=1)[0], on_done)
     return [results[i] for i in range(len(jobs))]
 
 
-def collect(pending: dict, results: dict, done: list) -> None:
+def collect(pending: dict, results: dict, done: list, on_done: Callable[[int], None]) -> None:
     """Move finished task results from `pending` into `results` (raises the task's error)."""
     import ray
 
     for ref, value in zip(done, ray.get(done)):
-        results[pending.pop(ref)] = value
+        index = pending.pop(ref)
+        results[index] = value
+        on_done(index)

@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from mmdist.models.checkpoint import RUN_CONFIG_FILE
+from mmdist.models.checkpoint import RUN_CONFIG_FILE, deepspeed_weights_only
 
 PRECISIONS = ("fp32", "bf16")
 
@@ -41,6 +41,8 @@ def deepspeed_config(trainer_cfg: dict, micro_batch: int) -> dict:
     if not isinstance(trainer_cfg["warmup_steps"], int) or trainer_cfg["warmup_steps"] < 1:
         # DeepSpeed's WarmupCosineLR refuses 0 (inside the workers, after Ray has started)
         raise ValueError(f"trainer.warmup_steps must be an integer >= 1, got {trainer_cfg['warmup_steps']!r}")
+    if trainer_cfg["nonfinite"] not in ("skip", "stop"):  # read in the workers: checked here, before Ray starts
+        raise ValueError(f"trainer.nonfinite must be 'skip' or 'stop', got {trainer_cfg['nonfinite']!r}")
     zero: dict[str, Any] = {"stage": stage}
     if trainer_cfg["offload_optimizer"]:
         zero["offload_optimizer"] = {"device": "cpu"}
@@ -114,8 +116,11 @@ def save_checkpoint(engine, step: int, client_state: dict, run_config: dict):
 
 
 def load_checkpoint(engine, checkpoint) -> dict:
-    """Restore engine state (model, optimizer, scheduler) from a reported checkpoint; returns client state."""
-    with checkpoint.as_directory() as folder:
+    """Restore engine state (model, optimizer, scheduler) from a reported checkpoint; returns client state.
+
+    Every file is read weights-only (mmdist.models.checkpoint.deepspeed_weights_only): a checkpoint that
+    would run code as it unpickles raises UnsafeCheckpointError instead of resuming."""
+    with checkpoint.as_directory() as folder, deepspeed_weights_only(folder):
         path, client_state = engine.load_checkpoint(folder, tag=None)
     if path is None:
         raise RuntimeError(f"no DeepSpeed checkpoint found in {checkpoint.path}")

@@ -245,6 +245,36 @@ def test_ray_workers_write_the_same_bytes_as_one_process(tmp_path, world_cfg):
     assert shard_bytes(tmp_path / "local") == shard_bytes(tmp_path / "ray")
 
 
+@pytest.mark.parametrize("workers", [0, 2])
+def test_progress_bar_counts_every_clip(tmp_path, world_cfg, monkeypatch, workers):
+    """The bar a terminal shows (tqdm draws only on a tty: here it draws into a buffer) ends at the
+    number of clips, moved clip by clip in this process, shard by shard with Ray tasks."""
+    import io
+
+    from tqdm import tqdm
+
+    import mmdist.data.synthetic as synthetic
+
+    bars = []
+
+    def recording_bar(total, description, unit):
+        bars.append(tqdm(total=total, desc=description, unit=unit, file=io.StringIO(), disable=False))
+        return bars[-1]
+
+    monkeypatch.setattr(synthetic, "progress_bar", recording_bar)
+    world_cfg.update(rows_per_shard=4, workers=workers)
+    if workers:
+        ray = pytest.importorskip("ray")
+        ray.init(num_cpus=4, include_dashboard=False)
+    try:
+        generate_world(str(tmp_path / "world"), 10, 5, world_cfg)
+    finally:
+        if workers:
+            ray.shutdown()
+    (bar,) = bars
+    assert bar.total == 10 and bar.n == 10
+
+
 def run_job(*overrides, cwd):
     # cwd: Hydra's job logging writes <job>.log into the working directory
     result = subprocess.run(

@@ -62,3 +62,23 @@ def test_outputs_on_disk(trained_eval, untrained_eval):
     assert sum(1 for _ in (run_dir / "embeddings").glob("*.parquet")) >= 1
     # no training run given for the untrained checkpoint: no training curves, the rest is there
     assert (untrained_eval.run_dir / "report.html").read_text().count("data:image/png;base64,") == len(PLOTS) - 1
+
+
+def test_evaluation_job_logs_into_the_mlflow_run_it_is_given(untrained_eval):
+    from mmdist.tracking import mlflow_client
+
+    uri, run_id = untrained_eval.mlflow
+    client = mlflow_client(uri)
+    logged = client.get_run(run_id).data.metrics
+    metrics = untrained_eval.metrics
+    assert logged["eval/retrieval/video_to_audio/R1"] == pytest.approx(metrics["retrieval"]["video->audio"]["R@1"])
+    assert logged["eval/discovery/audio-video/roc_auc"] == pytest.approx(metrics["discovery"]["audio-video"]["roc_auc"])
+    assert sorted(a.path for a in client.list_artifacts(run_id, "eval")) == ["eval/metrics.json", "eval/report.html", "eval/report.md"]
+    assert f"logged to MLflow run {run_id}" in untrained_eval.stdout
+
+
+def test_evaluation_job_console_is_quiet(untrained_eval):
+    """No per-dataset Ray Data lines, no Ray deprecation warnings (issue 13, item 4)."""
+    console = untrained_eval.stdout + untrained_eval.stderr
+    for noise in ("Execution plan of Dataset", "execution finished in", "Progress bars disabled", "DeprecationWarning"):
+        assert noise not in console, noise
