@@ -1,4 +1,5 @@
-"""What the benchmark suites share: their config check and the peak-memory measurement."""
+"""What the benchmark suites share: their config check, job configs composed by Hydra and the
+peak-memory measurement."""
 
 from __future__ import annotations
 
@@ -14,6 +15,21 @@ def require_keys(cfg: Mapping, keys: tuple[str, ...], suite: str) -> None:
     missing = [key for key in keys if key not in cfg]
     if missing:
         raise ValueError(f"benchmark suite `{suite}` needs config key(s) {missing} (it reads {list(keys)})")
+
+
+CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+
+
+def compose(name: str, overrides: list[str]):
+    """A job config composed from configs/, inside a Hydra job (jobs/benchmark.py) or outside one."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    if GlobalHydra.instance().is_initialized():
+        return hydra_compose(name, overrides=overrides)
+    with initialize_config_dir(str(CONFIGS), version_base="1.3"):
+        return hydra_compose(name, overrides=overrides)
 
 
 def pin_mmap_threshold() -> None:

@@ -1,40 +1,44 @@
-"""Benchmark suite `data`: decoded clips per second of the input pipeline, per CPU core.
+"""Benchmark suite `data`: decoded clips per CPU-second of the input pipeline, at two clip sizes.
 
+Settings (configs/suite/data.yaml `settings`; each overrides parts of the `data` group):
+- `tiny`       the synthetic world's own clips (16 frames of 64 x 64 at 8 fps, 2 s), decoded at 56 px;
+- `realistic`  H.264 sources like real footage (256 x 456, 25 fps, a keyframe every 2 s, 10 s long,
+               16 kHz FLAC), decoded to 16 frames at 112 px and a 40-band log-mel (data_clips.py);
+- `ingested`   the realistic clips cut once by ingest's cut_clip at the training frame rate and short side.
+
+For each setting, on the same shards:
+(0) `floor`     PyAV decoding only the frames a clip needs, nothing else (data_stages.codec_floor);
 (a) `loop`      one process reads the shards (pyarrow) and decodes them with ClipDecoder;
-(b) `ray_local` the Ray Data pipeline (build_dataset) on the same shards on local disk;
-(c) `ray_s3`    the same pipeline reading the shards from a moto S3 server started here on 127.0.0.1.
-Each pipeline figure is normalised per CPU core and divided by the loop's (one core); target >= 0.9.
-Two normalisations, because "cores used" has two meanings:
+(b) `ray_local` the Ray Data pipeline (build_dataset) on local disk;
+(c) `ray_s3`    the same pipeline reading from a moto S3 server started here on 127.0.0.1.
+Ratios: (a) against (0) in CPU time per clip (target <= 1.5 at the realistic size), and (b), (c)
+against (a) per core (target >= 0.9), in two normalisations:
 - `per_reserved_core`: clips/s over the cores the decode tasks reserve (`data.decode.concurrency`
   x `num_cpus`, capped at the cores this process may use). Right on an idle machine.
 - `per_busy_core`: clips per CPU-second actually consumed (user + system time of this process
   and all its descendants: Ray's GCS, raylet, read and decode workers; not the moto server,
-  which stands for remote storage). Right on a shared machine, where reserved cores are not
-  all ours, and it charges Ray's own overhead to the pipeline.
+  which stands for remote storage). Right on a shared machine, and it charges Ray's own overhead
+  to the pipeline.
+Where the time goes: the loop's stages (data_stages.stage_times) and what Ray adds to them
+(data_stages.ray_stage_times). The 1-minute load average is printed beside each setting: the
+figures are ratios because absolute rates move with the machine's load.
 
-Timing: each variant builds its dataset once and runs one untimed warm-up pass (Ray task
-workers import torch once and are then reused), then `repeats` timed passes over every clip,
-as the epochs of a training run iterate one dataset; the median pass counts. All variants decode in evaluation mode (centre crops),
-so they do identical work. The clips are generated here (mmdist.data.synthetic), seeded.
+Timing: each variant runs one untimed warm-up pass (Ray task workers import torch once and are
+then reused), then `repeats` timed passes over every clip, as the epochs of a training run
+iterate one dataset; the median pass counts. Every variant decodes in evaluation mode (centre
+crops), so all do identical work. The clips are generated here, seeded.
 
-Config keys (all required): num_clips, rows_per_shard, seed, repeats, world_config (path of the
-make_dataset config whose world / video / audio / text sections shape the clips; relative paths
-start at the repository root), data (the
-`data` config group), storage (the `storage` group), ray_num_cpus, out_dir (null: a temp dir).
+Config keys (all required): settings, seed, repeats, ray_num_cpus, out_dir (null: a temp dir),
+data (the `data` group), storage (the `storage` group), and one section per setting name.
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
 import pathlib
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
-import urllib.request
-import uuid
 
 import psutil
 import pyarrow.fs as pafs
@@ -42,101 +46,160 @@ import torch
 from omegaconf import OmegaConf
 
 from mmdist.benchmarks.common import require_keys
+from mmdist.benchmarks.data_clips import write_ingested, write_realistic
+from mmdist.benchmarks.data_stages import STAGES, codec_floor, ray_stage_times, stage_times
+from mmdist.benchmarks.moto_s3 import MOTO_ENV, environment, start_moto, upload
 from mmdist.data.pipeline import ClipDecoder, build_dataset, check_data_config, decode_stats
 from mmdist.data.storage import list_shards, read_shard
 from mmdist.data.synthetic import generate_world
 
 REPO = pathlib.Path(__file__).resolve().parents[2]  # a relative world_config is read from here
-REQUIRED_KEYS = ("num_clips", "rows_per_shard", "seed", "repeats", "world_config", "data", "storage", "ray_num_cpus", "out_dir")
-# moto accepts any credentials; these exist only for the local server started here.
-MOTO_ENV = {
-    "AWS_ACCESS_KEY_ID": "mmdist-benchmark",
-    "AWS_SECRET_ACCESS_KEY": "mmdist-benchmark",
-    "AWS_DEFAULT_REGION": "us-east-1",
-    "AWS_EC2_METADATA_DISABLED": "true",
+REQUIRED_KEYS = ("settings", "seed", "repeats", "ray_num_cpus", "out_dir", "data", "storage")
+SETTING_KEYS = {
+    "tiny": ("num_clips", "rows_per_shard", "world_config", "data"),
+    "realistic": ("num_clips", "rows_per_shard", "height", "width", "fps", "seconds", "gop", "crf", "preset", "data"),
+    "ingested": ("fps", "short_side", "crf", "preset", "rows_per_shard", "data"),
 }
+TARGET_PER_CORE, TARGET_LOOP_VS_FLOOR = 0.9, 1.5
 
 
 def run(cfg: dict) -> dict:
-    """Generate the clips, time the three variants, print and return the figures."""
+    """Generate each setting's clips, time the floor, the loop and Ray Data; print and return the figures."""
     require_keys(cfg, REQUIRED_KEYS, "data")
+    for name in cfg["settings"]:
+        if name not in SETTING_KEYS:
+            raise ValueError(f"suite.settings: unknown setting {name!r} (known: {list(SETTING_KEYS)})")
+        require_keys(cfg.get(name) or {}, SETTING_KEYS[name], f"data, section {name}")
     torch.set_num_threads(1)  # the loop gets one core, as one decode task does
     scratch = tempfile.TemporaryDirectory(prefix="mmdist-bench-data-") if cfg["out_dir"] is None else None
+    root = scratch.name if scratch else cfg["out_dir"]
     try:
-        local_url = os.path.join(scratch.name if scratch else cfg["out_dir"], "clips")
-        generate_world(local_url, cfg["num_clips"], cfg["seed"], world_config(cfg), endpoint_url=None)
-        data_cfg = check_data_config({**cfg["data"], "path": local_url, "limit": None})
-        loop = time_passes(lambda: decode_loop(local_url, data_cfg), cfg["repeats"], exclude=set())
-        local, s3 = time_with_moto(data_cfg, cfg, local_url)
+        settings = {name: prepare(name, cfg, root) for name in cfg["settings"]}
+        figures = {name: single_process_figures(setting, cfg["repeats"]) for name, setting in settings.items()}
+        ray_figures = time_with_moto(settings, figures, cfg)
     finally:
         if scratch:
             scratch.cleanup()
+    out = {"target_per_core": TARGET_PER_CORE, "target_loop_vs_floor": TARGET_LOOP_VS_FLOOR}
+    for name, setting in settings.items():
+        figures[name].update(ray_figures[name])
+        figures[name]["reserved_cores"] = decode_cores(setting["data_cfg"])
+        print_setting(name, setting, figures[name])
+        out.update({f"{name}_{key}": value for key, value in figures[name].items()})
+    return out
 
-    cores = decode_cores(data_cfg)
-    figures = {"clips": cfg["num_clips"], "reserved_cores": cores, "target_per_core": 0.9}
-    for name, (rate, per_cpu_s) in (("loop", loop), ("ray_local", local), ("ray_s3", s3)):
-        figures[f"{name}_clips_per_s"], figures[f"{name}_clips_per_cpu_s"] = rate, per_cpu_s
-    for name in ("ray_local", "ray_s3"):
-        figures[f"{name}_vs_loop_per_reserved_core"] = figures[f"{name}_clips_per_s"] / cores / loop[0]
-        figures[f"{name}_vs_loop_per_busy_core"] = figures[f"{name}_clips_per_cpu_s"] / loop[1]
-    print(f"(a) loop      {loop[0]:7.1f} clips/s, {loop[1]:7.1f} clips per CPU-second")
-    for label, name in (("(b) ray local", "ray_local"), ("(c) ray s3   ", "ray_s3")):
-        rate, per_cpu_s = figures[f"{name}_clips_per_s"], figures[f"{name}_clips_per_cpu_s"]
-        print(
-            f"{label} {rate:7.1f} clips/s, {per_cpu_s:7.1f} clips per CPU-second;"
-            f" {label[:3]}/(a) per reserved core ({cores:g}) = {figures[name + '_vs_loop_per_reserved_core']:.2f},"
-            f" per busy core = {figures[name + '_vs_loop_per_busy_core']:.2f} (target 0.9)"
+
+def prepare(name: str, cfg: dict, root: str) -> dict:
+    """Write the setting's clips under `root`; returns its url, validated data config and a description."""
+    section, url = cfg[name], os.path.join(root, name)
+    merged = OmegaConf.to_container(OmegaConf.merge(cfg["data"], section["data"], {"path": url, "limit": None}))
+    data_cfg = check_data_config(merged)
+    video = data_cfg["video"]
+    target = f"{video['num_frames']} x {video['size']} px @ {video['fps']} fps, {data_cfg['audio']['n_mels']} mels"
+    if name == "tiny":
+        world = world_config(section, cfg["storage"])
+        generate_world(url, section["num_clips"], cfg["seed"], world, endpoint_url=None)
+        size = world["video"]["size"]
+        source = f"{size}x{size} synthetic @ {world['video']['fps']} fps, {world['video']['num_frames']} frames"
+    else:
+        realistic = cfg["realistic"]
+        source_url = os.path.join(root, "realistic")
+        if not list_shards(source_url):
+            write_realistic(source_url, realistic, cfg["seed"])
+        source = (
+            f"{realistic['height']}x{realistic['width']} H.264 @ {realistic['fps']} fps, {realistic['seconds']} s, "
+            f"GOP {realistic['gop']}"
         )
+        if name == "ingested":
+            write_ingested(source_url, url, section, cfg["seed"])
+            source += f", cut at ingest to {section['short_side']} px @ {section['fps']} fps"
+    clips = sum(read_shard(path, pafs.LocalFileSystem()).num_rows for path in list_shards(url))
+    return {"url": url, "data_cfg": data_cfg, "clips": clips, "description": f"{clips} clips, {source} -> {target}"}
+
+
+def world_config(section: dict, storage: dict) -> dict:
+    """The make_dataset config shaping the tiny clips, written into this benchmark's folder only."""
+    path = pathlib.Path(section["world_config"])
+    world = OmegaConf.to_container(OmegaConf.load(path if path.is_absolute() else REPO / path), resolve=True)
+    world.pop("defaults", None)
+    return {**world, "rows_per_shard": section["rows_per_shard"], "workers": 0, "overwrite": True, "storage": storage}
+
+
+def single_process_figures(setting: dict, repeats: int) -> dict:
+    """(0) the codec floor, (a) the loop and the loop's stages, in this process on one core."""
+    url, data_cfg = setting["url"], setting["data_cfg"]
+    load = os.getloadavg()[0]
+    floor_rate, floor_frames = codec_floor(url, data_cfg, repeats)
+    loop = time_passes(lambda: decode_loop(url, data_cfg), repeats, exclude=set())
+    figures = {
+        "load_1min": load,
+        "floor_clips_per_cpu_s": floor_rate,
+        "floor_frames_per_clip": floor_frames,
+        "loop_clips_per_s": loop["rate"],
+        "loop_clips_per_cpu_s": loop["per_cpu_s"],
+        "loop_vs_floor_time": floor_rate / loop["per_cpu_s"],
+    }
+    figures.update({f"stage_{stage}_ms": ms for stage, ms in stage_times(url, data_cfg).items()})
     return figures
 
 
-def time_with_moto(data_cfg: dict, cfg: dict, local_url: str) -> tuple:
-    """(b) and (c), with the shards also copied to a moto server that lives for the measurement."""
+def time_with_moto(settings: dict, figures: dict, cfg: dict) -> dict:
+    """(b) and (c) of every setting in one local Ray, the shards also copied to a moto server."""
+    import ray
+
     server, endpoint_url = start_moto()
     try:
         with environment(MOTO_ENV):
-            return time_pipelines(data_cfg, cfg, upload(local_url, endpoint_url), endpoint_url, {server.pid})
+            # address="local": a fresh Ray even when a `ray start` cluster runs on this machine.
+            ray.init(
+                address="local", num_cpus=cfg["ray_num_cpus"], include_dashboard=False,
+                runtime_env={"env_vars": MOTO_ENV},
+            )
+            ray.data.DataContext.get_current().enable_progress_bars = False
+            try:
+                return {
+                    name: time_pipelines(setting, figures[name], cfg, endpoint_url, {server.pid})
+                    for name, setting in settings.items()
+                }
+            finally:
+                ray.shutdown()
     finally:
         server.kill()
         server.wait(timeout=30)
 
 
-def time_pipelines(data_cfg: dict, cfg: dict, s3_url: str, endpoint_url: str, exclude: set[int]) -> tuple:
-    """(b) and (c) in one local Ray; its workers get the moto credentials. CPU time skips `exclude`."""
-    import ray
-
-    # address="local": a fresh Ray even when a `ray start` cluster runs on this machine.
-    ray.init(address="local", num_cpus=cfg["ray_num_cpus"], include_dashboard=False, runtime_env={"env_vars": MOTO_ENV})
-    ray.data.DataContext.get_current().enable_progress_bars = False
-    try:
-        local_dataset = build_dataset(data_cfg, cfg["storage"], train=False, seed=0)
-        local = time_passes(lambda: pipeline_pass(local_dataset, data_cfg), cfg["repeats"], exclude)
-        s3_storage = {**cfg["storage"], "endpoint_url": endpoint_url}
-        s3_dataset = build_dataset({**data_cfg, "path": s3_url}, s3_storage, train=False, seed=0)
-        s3 = time_passes(lambda: pipeline_pass(s3_dataset, data_cfg), cfg["repeats"], exclude)
-    finally:
-        ray.shutdown()
-    return local, s3
-
-
-def world_config(cfg: dict) -> dict:
-    """The make_dataset config shaping the clips, written into this benchmark's folder only."""
-    path = pathlib.Path(cfg["world_config"])
-    world = OmegaConf.to_container(OmegaConf.load(path if path.is_absolute() else REPO / path), resolve=True)
-    world.pop("defaults", None)
-    return {**world, "rows_per_shard": cfg["rows_per_shard"], "workers": 0, "overwrite": True, "storage": cfg["storage"]}
+def time_pipelines(setting: dict, loop_figures: dict, cfg: dict, endpoint_url: str, exclude: set[int]) -> dict:
+    """Ray Data on local disk and on S3 for one setting; CPU time skips `exclude` (the moto server)."""
+    data_cfg, loop_ms = setting["data_cfg"], 1000 / loop_figures["loop_clips_per_cpu_s"]
+    s3_url = upload(setting["url"], endpoint_url)
+    s3_storage = {**cfg["storage"], "endpoint_url": endpoint_url}
+    figures = {}
+    for name, url, storage in (("ray_local", setting["url"], cfg["storage"]), ("ray_s3", s3_url, s3_storage)):
+        dataset = build_dataset({**data_cfg, "path": url}, storage, train=False, seed=0)
+        timed = time_passes(lambda: pipeline_pass(dataset, data_cfg), cfg["repeats"], exclude)
+        figures[f"{name}_clips_per_s"], figures[f"{name}_clips_per_cpu_s"] = timed["rate"], timed["per_cpu_s"]
+        figures[f"{name}_vs_loop_per_busy_core"] = timed["per_cpu_s"] / loop_figures["loop_clips_per_cpu_s"]
+        figures[f"{name}_vs_loop_per_reserved_core"] = (
+            timed["rate"] / decode_cores(data_cfg) / loop_figures["loop_clips_per_s"]
+        )
+        stages = ray_stage_times(dataset, timed["clips"], timed["last_cpu_s"], timed["last_wall_s"], loop_ms)
+        figures.update({f"{name}_{key}": value for key, value in stages.items()})
+    return figures
 
 
-def time_passes(one_pass, repeats: int, exclude: set[int]) -> tuple[float, float]:
-    """Median clips per second and clips per CPU-second of `repeats` timed passes, after a warm-up pass."""
+def time_passes(one_pass, repeats: int, exclude: set[int]) -> dict:
+    """Median clips per second and clips per CPU-second of `repeats` timed passes, after a warm-up pass;
+    also the clips of a pass and the CPU and wall seconds of the last one."""
     one_pass()
     rates, per_cpu_s = [], []
     for _ in range(repeats):
         start, cpu_start = time.perf_counter(), cpu_seconds(exclude)
         clips = one_pass()
-        rates.append(clips / (time.perf_counter() - start))
-        per_cpu_s.append(clips / (cpu_seconds(exclude) - cpu_start))
-    return statistics.median(rates), statistics.median(per_cpu_s)
+        cpu_s, wall_s = cpu_seconds(exclude) - cpu_start, time.perf_counter() - start
+        rates.append(clips / wall_s)
+        per_cpu_s.append(clips / cpu_s)
+    return {"rate": statistics.median(rates), "per_cpu_s": statistics.median(per_cpu_s), "clips": clips,
+            "last_cpu_s": cpu_s, "last_wall_s": wall_s}
 
 
 def cpu_seconds(exclude: set[int]) -> float:
@@ -183,50 +246,26 @@ def decode_cores(data_cfg: dict) -> float:
     return min(decode["concurrency"] * decode["num_cpus"], len(os.sched_getaffinity(0)))
 
 
-def start_moto() -> tuple[subprocess.Popen, str]:
-    """A moto S3 server on a free port of 127.0.0.1; returns the process and its endpoint URL."""
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    server = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+def print_setting(name: str, setting: dict, f: dict) -> None:
+    """One block of lines per setting: rates, ratios against their baselines, and the stage breakdown."""
+    cores = f["reserved_cores"]
+    print(f"[data] {name}: {setting['description']} (load {f['load_1min']:.1f})")
+    print(f"  (0) codec floor {f['floor_clips_per_cpu_s']:7.1f} clips per CPU-s ({f['floor_frames_per_clip']:.0f} frames decoded per clip)")
+    print(
+        f"  (a) loop        {f['loop_clips_per_cpu_s']:7.1f} clips per CPU-s, {f['loop_clips_per_s']:6.1f} clips/s;"
+        f" time per clip = {f['loop_vs_floor_time']:.2f} x (0) (target <= {TARGET_LOOP_VS_FLOOR})"
     )
-    endpoint_url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            urllib.request.urlopen(f"{endpoint_url}/moto-api/", timeout=1).close()
-            return server, endpoint_url
-        except OSError:
-            time.sleep(0.2)
-    server.kill()
-    raise RuntimeError(f"moto server on {endpoint_url} did not start within 60 s")
-
-
-def upload(local_url: str, endpoint_url: str) -> str:
-    """Copy the shards into a fresh bucket of the moto server; returns their s3:// URL."""
-    import boto3
-
-    bucket = f"mmdist-bench-{uuid.uuid4().hex[:8]}"
-    boto3.client("s3", endpoint_url=endpoint_url).create_bucket(Bucket=bucket)
-    s3 = pafs.S3FileSystem(endpoint_override=endpoint_url.split("://")[1], scheme="http")
-    pafs.copy_files(local_url, f"{bucket}/clips", source_filesystem=pafs.LocalFileSystem(), destination_filesystem=s3)
-    return f"s3://{bucket}/clips"
-
-
-@contextlib.contextmanager
-def environment(variables: dict):
-    """Set environment variables for the block (the driver's S3 clients read them), then restore."""
-    saved = {key: os.environ.get(key) for key in variables}
-    os.environ.update(variables)
-    try:
-        yield
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
+    for label, key in (("(b) ray local", "ray_local"), ("(c) ray s3   ", "ray_s3")):
+        print(
+            f"  {label} {f[key + '_clips_per_cpu_s']:7.1f} clips per CPU-s, {f[key + '_clips_per_s']:6.1f} clips/s;"
+            f" {label[:3]}/(a) per busy core = {f[key + '_vs_loop_per_busy_core']:.2f} (target {TARGET_PER_CORE}),"
+            f" per reserved core ({cores:g}) = {f[key + '_vs_loop_per_reserved_core']:.2f}"
+        )
+    stages = " | ".join(f"{stage.replace('_', ' ')} {f[f'stage_{stage}_ms']:.2f}" for stage in STAGES)
+    print(f"  loop stages, CPU ms per clip: {stages}")
+    print(
+        f"  Ray adds, CPU ms per clip (local): in the {f['ray_local_operators']} tasks {f['ray_local_tasks_beyond_loop_ms']:+.2f}"
+        f" | consumer, executor and Ray's processes {f['ray_local_consumer_and_ray_ms']:+.2f}"
+        f" (iter_batches format + re-batching {f['ray_local_iter_format_collate_ms']:.2f} ms wall);"
+        f" decode tasks at once on average {f['ray_local_task_concurrency']:.2f} of {cores:g}"
+    )

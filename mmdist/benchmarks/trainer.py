@@ -5,7 +5,11 @@
 inside a 1-worker Ray `TorchTrainer` run the same tiny model on the same in-memory batches, decoded
 once from a synthetic world. Printed: the median step times and their ratio (b)/(a) (target <= 1.05).
 (c) a streaming run of `mmdist.train.fit` on the same world reports clips/s and the fraction of step
-time spent waiting for data.
+time spent waiting for data: the mean over the report windows after the first (steady state), and the
+first window alone (it holds the pipeline's start-up). Target < 10 %.
+(d) start-up: fresh-process `fit` runs of `startup_steps` steps, time to the first step and after the
+last, phase by phase (mmdist/benchmarks/startup.py), once per `startup_variants` entry (extra
+environment variables: a lever measured against the configured run).
 """
 
 from __future__ import annotations
@@ -17,14 +21,18 @@ import time
 
 import pyarrow.parquet as pq
 import torch
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf
 
-CONFIGS = os.path.join(os.path.dirname(__file__), "..", "..", "configs")
+from mmdist.benchmarks.common import compose, require_keys
+from mmdist.benchmarks.startup import PHASES, measure_startup
+
+REQUIRED_KEYS = ("recipe", "clips", "batch_size", "batches", "steps", "warmup", "torch_threads", "streaming_steps",
+                 "streaming_workers", "streaming_report_every", "startup_steps", "startup_variants", "seed")
+TARGET_DATA_WAIT = 0.10
 
 
 def run(cfg: dict) -> dict:
+    require_keys(cfg, REQUIRED_KEYS, "trainer")
     import ray
     from ray.train import RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
@@ -38,7 +46,7 @@ def run(cfg: dict) -> dict:
     world = os.path.join(work, "world")
     train_cfg = _train_cfg(world, work, cfg)
     config = OmegaConf.to_container(train_cfg, resolve=True)
-    generate_world(world, cfg["clips"], seed=cfg["seed"], cfg=OmegaConf.to_container(_compose("make_dataset", []), resolve=True))
+    generate_world(world, cfg["clips"], seed=cfg["seed"], cfg=OmegaConf.to_container(compose("make_dataset", []), resolve=True))
     batches = _decode_batches(world, config, cfg["batches"])
 
     plain = _plain_step_times(config, batches, cfg["steps"])
@@ -54,8 +62,13 @@ def run(cfg: dict) -> dict:
     trainer.fit()
     wrapped = ray.get(timings.history.remote())[0]["step_times"]
 
-    streaming = fit(_train_cfg(world, work, cfg, streaming=True))["final"]
+    history = fit(_train_cfg(world, work, cfg, streaming=True))["history"]
     ray.shutdown()
+    steady = history[1:] or history  # the first window holds the pipeline's start-up
+    startup = {
+        variant["name"]: measure_startup(_startup_overrides(world, cfg), variant["env"], timeout_s=600)
+        for variant in cfg["startup_variants"]
+    }
     plain_s, wrapped_s = _median(plain, 0, cfg["warmup"]), _median(wrapped, 0, cfg["warmup"])
     plain_cpu, wrapped_cpu = _median(plain, 1, cfg["warmup"]), _median(wrapped, 1, cfg["warmup"])
     figures = {
@@ -66,8 +79,10 @@ def run(cfg: dict) -> dict:
         "ray_deepspeed_step_cpu_s": wrapped_cpu,
         "overhead_ratio_cpu": wrapped_cpu / plain_cpu,
         "target_overhead_ratio": 1.05,
-        "streaming_clips_per_s": streaming["clips_per_s"],
-        "streaming_data_wait_frac": streaming["data_wait_frac"],
+        "streaming_clips_per_s": statistics.mean(window["clips_per_s"] for window in steady),
+        "streaming_data_wait_frac": statistics.mean(window["data_wait_frac"] for window in steady),
+        "streaming_first_window_data_wait_frac": history[0]["data_wait_frac"],
+        "target_data_wait_frac": TARGET_DATA_WAIT,
         "global_batch": config["data"]["batch_size"],
         "torch_threads": config["trainer"]["torch_threads"],
     }
@@ -75,17 +90,24 @@ def run(cfg: dict) -> dict:
         f"[trainer] plain {plain_s * 1e3:.1f} ms/step, Ray Train + DeepSpeed {wrapped_s * 1e3:.1f} ms/step: "
         f"overhead ratio {figures['overhead_ratio']:.3f} wall, {figures['overhead_ratio_cpu']:.3f} CPU time "
         f"(target <= 1.05); streaming run "
-        f"{figures['streaming_clips_per_s']:.1f} clips/s, waiting for data {100 * figures['streaming_data_wait_frac']:.0f}% of step time"
+        f"{figures['streaming_clips_per_s']:.1f} clips/s, waiting for data {100 * figures['streaming_data_wait_frac']:.0f}% "
+        f"of step time after the first window (target < {100 * TARGET_DATA_WAIT:.0f}%), "
+        f"{100 * figures['streaming_first_window_data_wait_frac']:.0f}% in the first (load {os.getloadavg()[0]:.1f})"
     )
+    for name, phases in startup.items():
+        figures.update({f"startup_{name}_{phase}_s": value for phase, value in phases.items() if phase != "merged"})
+        shown = " | ".join(f"{phase} {phases[phase]:.1f}" for phase in PHASES if phases.get(phase) is not None)
+        merged = f" (no Ray event closed {phases['merged']}: their time is in the next phase)" if phases["merged"] else ""
+        print(f"[trainer] start-up, {name}: {phases['total']:.1f} s for {cfg['startup_steps']} steps: {shown}{merged}")
     return figures
 
 
-def _compose(name: str, overrides: list[str]):
-    """A job config composed from configs/, inside a Hydra job (jobs/benchmark.py) or outside one."""
-    if GlobalHydra.instance().is_initialized():
-        return compose(name, overrides=overrides)
-    with initialize_config_dir(os.path.abspath(CONFIGS), version_base="1.3"):
-        return compose(name, overrides=overrides)
+def _startup_overrides(world: str, cfg: dict) -> list[str]:
+    steps = cfg["startup_steps"]
+    return [
+        f"recipe={cfg['recipe']}", f"data.path={world}", f"data.batch_size={cfg['batch_size']}",
+        f"trainer.max_steps={steps}", "trainer.report_every=1", f"trainer.checkpoint_every={steps}",
+    ]
 
 
 def _train_cfg(world: str, work: str, cfg: dict, streaming: bool = False):
@@ -96,11 +118,11 @@ def _train_cfg(world: str, work: str, cfg: dict, streaming: bool = False):
         f"run_dir={work}/{'streaming' if streaming else 'fixed'}",
         f"trainer.torch_threads={cfg['torch_threads']}",
         f"trainer.max_steps={cfg['streaming_steps']}",
-        f"trainer.report_every={cfg['streaming_steps']}",
+        f"trainer.report_every={cfg['streaming_report_every'] if streaming else cfg['streaming_steps']}",
         f"trainer.checkpoint_every={cfg['streaming_steps']}",
         f"trainer.num_workers={cfg['streaming_workers'] if streaming else 1}",
     ]
-    return _compose("train", overrides)
+    return compose("train", overrides)
 
 
 def _decode_batches(world: str, config: dict, count: int) -> list[dict]:
@@ -158,14 +180,16 @@ def _ray_deepspeed_loop(args: dict) -> None:
     import ray
 
     from mmdist.objectives import kmeans_from_recipe
-    from mmdist.train.loop import setup_engine, train_step
+    from mmdist.train.loop import NonFiniteSkips, setup_engine, train_step
 
     config, batches = args["config"], args["batches"]
     engine, _ = setup_engine(config, world_size=1)
+    trainer_cfg = config["trainer"]
+    skips = NonFiniteSkips(trainer_cfg["nonfinite"], trainer_cfg["max_consecutive_skips"])
     kmeans = kmeans_from_recipe(config["recipe"], dim=config["model"]["embed_dim"], seed=config["seed"])
     times = []
     for step in range(args["steps"]):
         begin = _clocks()
-        train_step(engine, batches[step % len(batches)], config["recipe"], step, kmeans, config["trainer"]["grad_clip"])
+        train_step(engine, batches[step % len(batches)], config["recipe"], step, kmeans, trainer_cfg["grad_clip"], skips)
         times.append(_elapsed(begin))
     ray.get(args["timings"].append.remote({"step": 0, "step_times": times}))
