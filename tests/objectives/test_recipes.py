@@ -124,7 +124,7 @@ def _contrastive_reference(outputs, temperature, rows=slice(None)):
 def test_mc3_align_then_refine(seed):
     recipe, outputs = load_recipe("mc3"), make_outputs(seed)
     contrastive = _contrastive_reference(outputs, 0.07)
-    consensus = ref.consensus({m: own(outputs, m) for m in MODALITIES}, "audio", {"video": 0.5, "text": 1.0})
+    consensus = ref.consensus({m: own(outputs, m) for m in MODALITIES}, "audio", {"video": 0.5, "text": 1.0}, recipe["consensus_inverse"])
 
     total, terms = recipe_loss(recipe, outputs, step=recipe["align_steps"] - 1)
     assert terms["stage"] == 0.0
@@ -145,9 +145,10 @@ def test_mc3_align_then_refine(seed):
     assert total.item() == pytest.approx(consensus, rel=1e-10)
     assert terms["loss_info_nce"] == pytest.approx(contrastive, rel=1e-10)  # still reported
 
-    per_modality = dict(recipe, consensus_inverse="per_modality")
-    total, _ = recipe_loss(per_modality, outputs, step=recipe["align_steps"])
-    expected = ref.consensus({m: own(outputs, m) for m in MODALITIES}, "audio", {"video": 0.5, "text": 1.0}, "per_modality")
+    assert recipe["consensus_inverse"] == "per_modality"  # the default (README "Reproduction")
+    unscaled = dict(recipe, consensus_inverse="unscaled")
+    total, _ = recipe_loss(unscaled, outputs, step=recipe["align_steps"])
+    expected = ref.consensus({m: own(outputs, m) for m in MODALITIES}, "audio", {"video": 0.5, "text": 1.0}, "unscaled")
     assert total.item() == pytest.approx(contrastive + expected, rel=1e-10)
 
 
@@ -155,7 +156,7 @@ def test_mc3_vq_total():
     recipe, outputs = load_recipe("mc3_vq"), make_outputs(3)
     probs = outputs["code_probs"]
     contrastive = _contrastive_reference(outputs, 0.07)
-    consensus = ref.consensus({m: own(outputs, m) for m in MODALITIES}, "audio", {"video": 0.5, "text": 1.0})
+    consensus = ref.consensus({m: own(outputs, m) for m in MODALITIES}, "audio", {"video": 0.5, "text": 1.0}, recipe["consensus_inverse"])
     cmcm = sum((ref.cmcm(probs[a], probs[b]) + ref.cmcm(probs[b], probs[a]))
                for a, b in combinations(MODALITIES, 2))
     commitment = outputs["commitment_loss"].item()
@@ -251,7 +252,7 @@ def test_mc3_missing_audio_reweights_over_valid_clips():
     for a, b in permutations(MODALITIES, 2):
         if "audio" in (a, b):  # mean over the 4 valid clips: the term keeps weight 1
             expected += ref.info_nce(own(outputs, a, valid), own(outputs, b, valid), 0.07)
-    consensus = ref.consensus({m: own(outputs, m, valid) for m in MODALITIES}, "audio", {"video": 0.5, "text": 1.0})
+    consensus = ref.consensus({m: own(outputs, m, valid) for m in MODALITIES}, "audio", {"video": 0.5, "text": 1.0}, recipe["consensus_inverse"])
     total, _ = recipe_loss(recipe, outputs, step=10**6)
     assert total.item() == pytest.approx(expected + consensus, rel=1e-10)
 
