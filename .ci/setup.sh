@@ -14,7 +14,7 @@ if [ ! -x "$venv/bin/python" ] || [ ! -f "$venv/.complete" ]; then
     "$venv/bin/pip" install -q -U pip wheel "setuptools<80"
     # torchaudio 2.11 is the last torchaudio and loads only against torch 2.11 (../shared/ENVIRONMENT.md);
     # installed first so DeepSpeed's source build finds it.
-    "$venv/bin/pip" install -q "torch==2.11.*" "torchaudio==2.11.*" "torchvision==0.26.*"
+    "$venv/bin/pip" install -q "torch==2.11.0" "torchaudio==2.11.0" "torchvision==0.26.0"
     "$venv/bin/pip" install -q --no-build-isolation "deepspeed==0.19.*"
     "$venv/bin/pip" install -q -e "$repo[test]"
     touch "$venv/.complete"
