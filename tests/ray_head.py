@@ -62,10 +62,12 @@ def ray_head(log_path: Path, *args: str, node_ip: str = "127.0.0.1", port: int |
         shutil.rmtree(temp_dir, ignore_errors=True)
 
 
-def submit(cluster, *entrypoint: str, timeout_s: float = 600) -> subprocess.CompletedProcess:
+def submit(cluster, *entrypoint: str, timeout_s: float = 600, working_dir: bool = True) -> subprocess.CompletedProcess:
     """`ray job submit --working-dir <repo> -- <entrypoint>`, waiting for the job; retried while the
-    job server answers before the node's job agent has registered."""
-    command = [RAY_CLI, "job", "submit", "--address", cluster.dashboard, "--working-dir", str(REPO), "--", *entrypoint]
+    job server answers before the node's job agent has registered. `working_dir=False` submits without
+    a runtime-env package (the cluster's processes find the repo through PYTHONPATH)."""
+    package = ["--working-dir", str(REPO)] if working_dir else []
+    command = [RAY_CLI, "job", "submit", "--address", cluster.dashboard, *package, "--", *entrypoint]
     deadline = time.monotonic() + 120
     while True:
         done = subprocess.run(command, env=cluster.env, capture_output=True, text=True, timeout=timeout_s, cwd=REPO)

@@ -50,7 +50,13 @@ def test_job_asking_for_more_than_the_head_gets_nodes_and_completes(fake_cluster
         "data.decode.num_cpus=0.5",
         f"ray.address={fake_cluster.address}",
     )
-    done = submit(fake_cluster, sys.executable, "jobs/train.py", *overrides)
+    # No --working-dir here: fake nodes share the head's session folder, and a fake node's runtime-env
+    # agent deletes the unpacked package when its own last user of it ends (ray packaging.delete_package),
+    # under the head's workers that still run in it. A worker then starting there has no working
+    # directory, and torch's MKL aborts at import ("Cannot load libtorch_cpu.so"; the TrainController
+    # died so in 2 of 3 runs). Real nodes have their own disks; tests/train/test_job_submit.py covers
+    # --working-dir on one node.
+    done = submit(fake_cluster, sys.executable, str(REPO / "jobs" / "train.py"), *overrides, working_dir=False)
     output = done.stdout + done.stderr
     errors = "\n".join(line for line in output.splitlines() if "Error" in line and "repeated" not in line)
     assert done.returncode == 0 and "succeeded" in output, errors[-4000:] + output[-3000:]
