@@ -34,8 +34,8 @@ def discovery_curves_figure(curves: dict, metrics: dict, path: str) -> str | Non
     roc.plot([0, 1], [0, 1], linestyle=":", color="grey", label="chance")
     roc.set(xlabel="false positive rate", ylabel="true positive rate", title="Sounding-action discovery: ROC")
     pr.set(xlabel="recall", ylabel="precision", title="Precision-recall (dotted: positive rate)", ylim=(0, 1.02))
-    roc.legend(loc="lower right", fontsize=8)
-    pr.legend(loc="lower left", fontsize=8)
+    for ax in (roc, pr):  # below the axes: inside, a legend hides the curves' corners
+        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.16), fontsize=8, frameon=False, ncol=2)
     return _save(fig, path)
 
 
@@ -209,5 +209,5 @@ def localisation_figure(maps: dict, path: str) -> str | None:
         time.set_xlabel("time in clip (fraction)", fontsize=8)
         time.set_title(f"code {code}: when it fires (occurrences per clip)", fontsize=8)
         if time.get_legend_handles_labels()[0]:
-            time.legend(fontsize=7)
+            _legend_beside(time)
     return _save(fig, path)

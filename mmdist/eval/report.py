@@ -147,7 +147,8 @@ def render_html(blocks: list[tuple]) -> str:
                 "<tr>" + "".join(f"<td{' class=text' if not _numeric(cell) else ''}>{html.escape(cell)}</td>" for cell in row) + "</tr>"
                 for row in rows
             )
-            body.append(f"<table><thead><tr>{head}</tr></thead><tbody>{cells}</tbody></table>")
+            # a wide table (the codeword ranking) scrolls in its own box instead of running off the page
+            body.append(f"<div class=wide><table><thead><tr>{head}</tr></thead><tbody>{cells}</tbody></table></div>")
         elif kind == "img":
             with open(block[1], "rb") as handle:
                 data = base64.b64encode(handle.read()).decode("ascii")
@@ -155,7 +156,7 @@ def render_html(blocks: list[tuple]) -> str:
     style = (
         "body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}"
         "table{border-collapse:collapse;margin:1em 0;font-size:13px}td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}"
-        "th{background:#f0f0f0}.text{text-align:left}img{max-width:100%}figcaption{font-style:italic;font-size:13px}"
+        "th{background:#f0f0f0}.text{text-align:left}.wide{overflow-x:auto}img{max-width:100%}figcaption{font-style:italic;font-size:13px}"
         "code{font-size:90%;background:#f4f4f4;padding:0 3px;word-break:break-all}"
     )
     return f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>mmdist evaluation</title><style>{style}</style></head><body>{''.join(body)}</body></html>"
