@@ -9,9 +9,8 @@ from omegaconf import DictConfig, OmegaConf
 from ray.data import DataContext
 
 from mmdist.eval import evaluate
-from mmdist.eval.job import resolve_checkpoint
+from mmdist.eval.job import check_eval_inputs, resolve_checkpoint
 from mmdist.runtime import init_ray
-from mmdist.startup import check_eval_inputs
 from mmdist.tracking import evaluation_tracking_uri, log_evaluation
 
 

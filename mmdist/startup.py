@@ -5,7 +5,7 @@ The checks live with what they check (recipes, data config, storage, checkpoints
 calls them in the order a job needs them:
 
     jobs/train.py, jobs/sweep.py   check_train_inputs   (mmdist.train.fit, before init_ray)
-    jobs/evaluate.py               check_eval_inputs
+    jobs/evaluate.py               check_eval_inputs   (in mmdist.eval.job: evaluation comes after training)
     jobs/check_data.py             require_dataset
     jobs/ingest.py                 the manifest is parsed whole before any clip is cut (mmdist.data.ingest)
 """
@@ -100,15 +100,3 @@ def check_train_inputs(config: dict) -> None:
         line = warm_start_line(uri, saved, config["model"])
         if line:
             print(line, flush=True)
-
-
-def check_eval_inputs(config: dict) -> None:
-    """What jobs/evaluate.py reads, checked before Ray starts: the eval and data configs, the
-    checkpoint's saved config (the model is rebuilt from it) and data.path's shards."""
-    from mmdist.eval.job import check_eval_config, resolve_checkpoint
-
-    check_eval_config(config["eval"])
-    uri, _ = resolve_checkpoint(config["checkpoint"], config["training_run_dir"])
-    checkpoint_config(uri, "checkpoint", config["storage"]["endpoint_url"])
-    check_data_config(config["data"])
-    require_dataset(config["data"]["path"], "data.path", config["storage"])

@@ -17,7 +17,8 @@ import pytest
 from mmdist.data.ingest import ManifestError, ingest
 from mmdist.data.storage import join_url, list_shards, write_bytes
 from mmdist.models.checkpoint import RUN_CONFIG_FILE, load_run_config
-from mmdist.startup import check_eval_inputs, check_train_inputs, checkpoint_config
+from mmdist.eval.job import check_eval_inputs
+from mmdist.startup import check_train_inputs, checkpoint_config
 from tests.conftest import REPO, load_job_cfg
 from tests.eval.conftest import write_checkpoint
 

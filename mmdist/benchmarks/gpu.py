@@ -33,7 +33,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from mmdist.benchmarks.common import compose, require_keys
 from mmdist.data.shapes import batch_shapes
 from mmdist.models import build_model
-from mmdist.objectives import kmeans_from_recipe, recipe_loss
+from mmdist.objectives import kmeans_from_recipe, recipe_loss, with_code_probs
 from mmdist.train.engine import build_engine
 from mmdist.train.gather import gather_outputs
 from mmdist.train.sync_batchnorm import convert_to_global_batchnorm
@@ -141,7 +141,7 @@ def random_batch(data_cfg: dict, size: int, device: torch.device, seed: int) -> 
 
 def step_loss(model, batch: dict, config: dict, kmeans, step: int = 0) -> torch.Tensor:
     """Forward, gather (the identity on one rank) and the recipe loss: the loss of one training step."""
-    loss, _ = recipe_loss(config["recipe"], gather_outputs(model(batch)), step, kmeans)
+    loss, _ = recipe_loss(config["recipe"], gather_outputs(with_code_probs(model(batch))), step, kmeans)
     return loss
 
 
@@ -152,7 +152,7 @@ def loss_check(model, batch: dict, config: dict, seed: int, device: torch.device
         replica = copy.deepcopy(model).train()
         torch.manual_seed(seed)
         with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
-            loss, terms[precision] = recipe_loss(config["recipe"], gather_outputs(replica(batch)), 0, None)
+            loss, terms[precision] = recipe_loss(config["recipe"], gather_outputs(with_code_probs(replica(batch))), 0, None)
         losses[precision] = float(loss)
     difference = abs(losses["bf16"] - losses["fp32"]) / max(abs(losses["fp32"]), 1e-12)
     by_term = {  # which term moves: a VQ code flipped by bf16 rounding moves the code terms

@@ -143,7 +143,7 @@ def _decode_batches(world: str, config: dict, count: int) -> list[dict]:
 def _plain_step_times(config: dict, batches: list[dict], steps: int) -> list[float]:
     """A bare PyTorch loop: no Ray, no DeepSpeed, no gather."""
     from mmdist.models import build_model
-    from mmdist.objectives import recipe_loss
+    from mmdist.objectives import recipe_loss, with_code_probs
 
     torch.manual_seed(config["seed"])
     torch.set_num_threads(config["trainer"]["torch_threads"])
@@ -152,7 +152,7 @@ def _plain_step_times(config: dict, batches: list[dict], steps: int) -> list[flo
     times = []
     for step in range(steps):
         begin = _clocks()
-        loss, _ = recipe_loss(config["recipe"], model(batches[step % len(batches)]), step)
+        loss, _ = recipe_loss(config["recipe"], with_code_probs(model(batches[step % len(batches)])), step)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), config["trainer"]["grad_clip"])

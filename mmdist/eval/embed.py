@@ -23,6 +23,7 @@ import pyarrow.parquet as pq
 import torch
 
 from mmdist.models.heads import FINE_SPACE_MODALITIES, comparison_space
+from mmdist.objectives.code_matching import with_code_probs
 
 MODALITIES = ("video", "audio", "text")
 VECTOR_PREFIXES = ("emb_", "codes_", "code_probs_")
@@ -64,7 +65,7 @@ def embed_batch(model: torch.nn.Module, batch: dict) -> dict[str, np.ndarray]:
     was_training = model.training
     model.eval()  # batch norms use running statistics; the codebook does no EMA update
     try:
-        out = model(tensors)
+        out = with_code_probs(model(tensors))  # CMCM eqs. 4-5 from the codebook branch's features
     finally:
         model.train(was_training)
     rows = {}

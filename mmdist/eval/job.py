@@ -19,6 +19,7 @@ import math
 import os
 
 from mmdist.data.decode import check_config_keys
+from mmdist.data.pipeline import check_data_config
 from mmdist.eval.analysis import compute_metrics
 from mmdist.eval.embed import read_embeddings
 from mmdist.eval.extract import extract_embeddings
@@ -27,6 +28,7 @@ from mmdist.models import build_model
 from mmdist.models.checkpoint import load_trained, resolve_trained
 from mmdist.models.export import DECODE_SECTIONS
 from mmdist.runtime import progress_bar
+from mmdist.startup import checkpoint_config, require_dataset
 
 EVAL_CONFIG_KEYS = {
     "seed": int,
@@ -195,3 +197,13 @@ def embed_clips(checkpoint: str, data_cfg: dict, storage_cfg: dict, eval_cfg: di
     data_cfg = eval_data_config(data_cfg, run_config["data"], eval_cfg["decode_from_checkpoint"])
     extraction = extract_embeddings(state, run_config["model"], data_cfg, storage_cfg, eval_cfg, out, eval_cfg["seed"])
     return {"checkpoint": uri, "out": out, **extraction}
+
+
+def check_eval_inputs(config: dict) -> None:
+    """What jobs/evaluate.py reads, checked before Ray starts: the eval and data configs, the
+    checkpoint's saved config (the model is rebuilt from it) and data.path's shards."""
+    check_eval_config(config["eval"])
+    uri, _ = resolve_checkpoint(config["checkpoint"], config["training_run_dir"])
+    checkpoint_config(uri, "checkpoint", config["storage"]["endpoint_url"])
+    check_data_config(config["data"])
+    require_dataset(config["data"]["path"], "data.path", config["storage"])

@@ -31,7 +31,6 @@ from mmdist.models.heads import Decoder, FACHeads, GatedEmbedding
 from mmdist.models.layers import masked_pool
 from mmdist.models.text import build_text_encoder
 from mmdist.models.video import build_video_encoder
-from mmdist.objectives import code_distribution
 
 MODALITIES = ("video", "audio", "text")
 MODEL_KEYS = (
@@ -56,8 +55,9 @@ FAC_KEYS = ("fine_dim", "coarse_dim")
 class MultimodalModel(nn.Module):
     """Encoders give fine features H^M; pooling + heads give the embeddings z^M (SPEC Sec. 2).
 
-    With the codebook, z^M = f_high(H^M) + f_code(H_bar^M) (CMCM eq. 3) and the code
-    distributions of CMCM eqs. 4-5 come out for the losses.
+    With the codebook, z^M = f_high(H^M) + f_code(H_bar^M) (CMCM eq. 3), and the projected
+    features and the codebook come out for the objectives to turn into the code distributions
+    of CMCM eqs. 4-5 (mmdist.objectives.with_code_probs).
 
     Absent modalities are computed on zeroed inputs, so every rank runs the same graph and
     every parameter gets a gradient, and are flagged in `present` for the losses to mask.
@@ -140,7 +140,10 @@ class MultimodalModel(nn.Module):
 
     def discretise(self, fine: dict, valid: dict, size: int) -> tuple[dict, dict]:
         """-> f_code(H_bar) by modality (`[B, D]`, text `[B, P, D]`) and the code outputs:
-        `code_probs` (CMCM eqs. 4-5), `code_indices`, `code_mask`, `commitment_loss`."""
+        `code_features` (f^M(h) after the batch norm, `[B, L_m, D_code]`), `codebook` (`[V, D_code]`,
+        the codewords the indices were chosen from), `code_indices`, `code_mask`, `commitment_loss`.
+        The code distributions (CMCM eqs. 4-5) are the objectives' to compute from them
+        (mmdist.objectives.with_code_probs)."""
         fine, valid = self.codes.coarsen(fine, valid)  # the codes' granularity (CMCM Appendix B)
         counted = None
         if "text" in fine and self.codes.ema_text == "own":
@@ -150,15 +153,15 @@ class MultimodalModel(nn.Module):
             counted = {"text": torch.arange(fine["text"].shape[0], device=fine["text"].device) % candidates == 0}
         codes = self.codes(fine, valid, counted)
         code_embeddings = {}
-        out: dict = {"code_probs": {}, "code_indices": {}, "code_mask": {}, "commitment_loss": codes.commitment_loss}
+        out: dict = {"code_features": {}, "codebook": codes.codebook, "code_indices": {}, "code_mask": {},
+                     "commitment_loss": codes.commitment_loss}
         for m in self.modalities:
             normalised, mask, indices = codes.normalised[m], valid[m], codes.indices[m]
             code_embeddings[m] = codes.code_embedding[m]  # [B, D]
             if m == "text":  # codes describe the clip's own narration, candidate 0
                 normalised, mask, indices = (x.unflatten(0, (size, -1))[:, 0] for x in (normalised, mask, indices))
                 code_embeddings[m] = code_embeddings[m].unflatten(0, (size, -1))  # [B, P, D]
-            # Gradient flows into the projected features, not into the codebook (SPEC 8.3).
-            out["code_probs"][m] = code_distribution(normalised, codes.codebook, mask)  # [B, V]
+            out["code_features"][m] = normalised  # [B, L_m, D_code], 0 where not valid
             out["code_indices"][m] = indices  # [B, L_m], -1 where not valid
             out["code_mask"][m] = mask  # [B, L_m]
         return code_embeddings, out

@@ -45,6 +45,24 @@ def code_distribution(
         return (per_position * weights).sum(dim=1) / weights.sum(dim=1).clamp_min(1.0)  # [B, V]
 
 
+def with_code_probs(outputs: dict) -> dict:
+    """A model's outputs with `code_probs` (modality -> `[B, V]`, eqs. 4-5) in place of the
+    `code_features` and `codebook` they are computed from; outputs without a codebook unchanged.
+
+    Called on each rank's own outputs, before the gather: the distributions are gathered, never
+    the wider features, and the codebook (the same on every rank) is not gathered at all.
+    Gradient flows into the projected features, not into the codebook (SPEC 8.3).
+    """
+    if "code_features" not in outputs:
+        return outputs
+    out = {key: value for key, value in outputs.items() if key not in ("code_features", "codebook")}
+    out["code_probs"] = {
+        m: code_distribution(features, outputs["codebook"], outputs["code_mask"][m])  # [B, V]
+        for m, features in outputs["code_features"].items()
+    }
+    return out
+
+
 def code_similarity(p_a: torch.Tensor, p_b: torch.Tensor) -> torch.Tensor:
     """S_code, CMCM eq. 6: S[i, j] = sum_v p_a[i,v] log p_b[j,v] + sum_v p_b[j,v] log p_a[i,v].
 

@@ -7,8 +7,9 @@
     mcn     L = sum_pairs L_MMS + w_c * mean_m L_cluster,m + w_r * sum_m L_reconstruct,m             MCN eq. 1
     mmv     L = lambda_va NCE(v, a) + lambda_vt MIL-NCE(v, t)                                         MMV eq. 1
 
-`outputs` is the model's output already gathered over ranks (global batch B; see
-`mmdist.dist` for why every rank computes the global loss). Missing modalities
+`outputs` is the model's output, with a codebook its code distributions computed on each rank
+(`with_code_probs`), already gathered over ranks (global batch B; see `mmdist.dist` for why every
+rank computes the global loss). Missing modalities
 follow MMV Sec. 3.1: a pairwise term uses only the clips where both modalities are
 present (rows and candidate columns), and because each term is a mean over its valid
 clips, those clips are up-weighted so the term keeps its total weight; a term without

@@ -18,6 +18,10 @@ LOCAL_ONLY_KEYS = frozenset({"code_indices", "code_mask"})
 
 def gather_outputs(outputs):
     """Nested dict / tuple of `[b, ...]` tensors -> the same structure of `[W*b, ...]` tensors."""
+    if isinstance(outputs, dict) and "code_features" in outputs:
+        # the codebook is the same on every rank: gathered, it would be W stacked copies
+        raise ValueError("gather_outputs: the model's code_features and codebook must become code_probs "
+                         "first (mmdist.objectives.with_code_probs), on each rank before the gather")
     if isinstance(outputs, dict):
         return {key: value if key in LOCAL_ONLY_KEYS else gather_outputs(value) for key, value in outputs.items()}
     if isinstance(outputs, (tuple, list)):

@@ -1,9 +1,9 @@
 """The per-worker training loop: one readable function that Ray Train runs on every worker.
 
-setup (model, DeepSpeed engine, resume) -> for each step: next batch, forward, gather the global
-batch, recipe loss, backward, step -> every `report_every` steps one `ray.train.report`, with a
-DeepSpeed checkpoint every `checkpoint_every` steps. It is a function of a plain config dict so that
-Ray Tune can wrap it.
+setup (model, DeepSpeed engine, resume) -> for each step: next batch, forward (with a codebook, the
+code distributions), gather the global batch, recipe loss, backward, step -> every `report_every`
+steps one `ray.train.report`, with a DeepSpeed checkpoint every `checkpoint_every` steps. It is a
+function of a plain config dict so that Ray Tune can wrap it.
 """
 
 from __future__ import annotations
@@ -21,9 +21,10 @@ from mmdist import dist
 
 from mmdist.config import redact
 from mmdist.data.pipeline import LABEL_COLUMNS, decode_stats
-from mmdist.eval import embed_batch, to_torch_batch, validation_metrics
+from mmdist.eval.embed import embed_batch, to_torch_batch
+from mmdist.eval.validation import validation_metrics
 from mmdist.models import build_model, load_matching_state_dict
-from mmdist.objectives import kmeans_from_recipe, recipe_loss
+from mmdist.objectives import kmeans_from_recipe, recipe_loss, with_code_probs
 from mmdist.models.checkpoint import load_model_state, local_checkpoint_dir
 from mmdist.models.pretrained import load_pretrained
 from mmdist.train.engine import build_engine, load_checkpoint, micro_batch_size, save_checkpoint
@@ -194,7 +195,7 @@ def train_step(engine, batch: dict, recipe_cfg: dict, step: int, kmeans, grad_cl
     module = engine.module
     buffers = {name: buffer.clone() for name, buffer in module.named_buffers()}
     kmeans_state = kmeans.state_dict() if kmeans is not None else None
-    gathered = gather_outputs(engine(batch))
+    gathered = gather_outputs(with_code_probs(engine(batch)))
     loss, terms = recipe_loss(recipe_cfg, gathered, step, kmeans)
     culprits = [name for name, value in {"loss": float(loss.detach()), **terms}.items() if not np.isfinite(value)]
     if dist.any_across_ranks(bool(culprits), engine.device):  # every rank skips together (the collectives must match)
@@ -258,7 +259,7 @@ def optimizer_step(engine, grad_clip: float, norm: float | None = None) -> float
 
 
 def _validate(engine, shard, batch_size: int) -> dict:
-    """Held-out metrics (`val_*`, mmdist.eval.validation_metrics) on this worker's share of the
+    """Held-out metrics (`val_*`, mmdist.eval.validation.validation_metrics) on this worker's share of the
     validation set, embeddings gathered to rank 0. Every rank runs the same number of forwards
     (equal splits), which ZeRO-3's parameter gathers need."""
     rows, labels = defaultdict(list), defaultdict(list)

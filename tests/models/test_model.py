@@ -9,7 +9,7 @@ import torch
 
 from mmdist.models import build_model
 from mmdist.models.layers import masked_mean
-from mmdist.objectives import code_distribution
+from mmdist.objectives import code_distribution, with_code_probs
 
 
 def _with(cfg: dict, **changes) -> dict:
@@ -27,9 +27,15 @@ def test_tiny_outputs_have_the_documented_shapes(tiny_cfg, data_cfg, batch_facto
     torch.manual_seed(0)
     model = build_model(tiny_cfg, data_cfg)
     batch = batch_factory(size=5)
-    out = model(batch)
+    raw = model(batch)
+    out = with_code_probs(raw)  # the objectives compute eqs. 4-5
     size, candidates, tokens = 5, 3, 6
     embed_dim, num_codes = tiny_cfg["embed_dim"], tiny_cfg["codebook"]["num_codes"]
+    # the model hands the objectives its projected features and the codebook the indices saw
+    assert raw["codebook"].shape == (num_codes, tiny_cfg["codebook"]["dim"]) and "code_probs" not in raw
+    for m in ("video", "audio", "text"):
+        assert raw["code_features"][m].shape == (*raw["code_mask"][m].shape, tiny_cfg["codebook"]["dim"])
+    assert "code_features" not in out and "codebook" not in out
     assert model.embed_dim == embed_dim
     assert out["embeddings"]["video"].shape == (size, embed_dim)
     assert out["embeddings"]["audio"].shape == (size, embed_dim)
@@ -53,7 +59,7 @@ def test_code_outputs_follow_the_masks(tiny_cfg, data_cfg, batch_factory):
     torch.manual_seed(0)
     model = build_model(tiny_cfg, data_cfg).eval()
     batch = batch_factory(size=6, seed=3)
-    out = model(batch)
+    out = with_code_probs(model(batch))  # the objectives compute eqs. 4-5
     # Valid code positions, worked out from the input masks by hand.
     expected_audio = torch.zeros(6, 10, dtype=torch.bool)
     for i in range(6):
@@ -76,7 +82,7 @@ def test_code_probs_match_a_loop_over_positions(tiny_cfg, data_cfg, batch_factor
     torch.manual_seed(0)
     model = build_model(tiny_cfg, data_cfg).eval()
     batch = batch_factory(size=4, seed=5)
-    out = model(batch)
+    out = with_code_probs(model(batch))  # the objectives compute eqs. 4-5
     fine, valid, _ = model.encode(batch)
     codes = model.codes(fine, valid)
     codebook = model.codes.codebook.double()
@@ -112,7 +118,7 @@ def test_training_code_probs_use_the_codebook_the_indices_saw(tiny_cfg, data_cfg
     # the full forward, from the same state, gives the distribution of the pre-update codebook
     torch.manual_seed(0)
     again = build_model(tiny_cfg, data_cfg)
-    out = again(batch)
+    out = with_code_probs(again(batch))  # the objectives compute eqs. 4-5
     torch.testing.assert_close(out["code_probs"]["audio"], expected)
     assert not torch.allclose(out["code_probs"]["audio"], moved)
 
@@ -138,7 +144,7 @@ def test_embedding_is_f_high_plus_f_code(tiny_cfg, data_cfg, batch_factory):
 def test_gradient_flows_from_code_probs_into_the_encoders(tiny_cfg, data_cfg, batch_factory):
     torch.manual_seed(0)
     model = build_model(tiny_cfg, data_cfg)
-    out = model(batch_factory(size=4))
+    out = with_code_probs(model(batch_factory(size=4)))  # the objectives compute eqs. 4-5
     weights = torch.randn(tiny_cfg["codebook"]["num_codes"], generator=torch.Generator().manual_seed(1))
     loss = sum((out["code_probs"][m] * weights).sum() for m in ("video", "audio", "text"))
     loss.backward()
@@ -193,8 +199,9 @@ def test_no_codebook_no_code_outputs(tiny_cfg, data_cfg, batch_factory):
     model = build_model(_with(tiny_cfg, codebook__enabled=False), data_cfg)
     out = model(batch_factory(size=3))
     assert model.codes is None
-    for key in ("code_probs", "code_indices", "code_mask", "commitment_loss"):
+    for key in ("code_features", "codebook", "code_probs", "code_indices", "code_mask", "commitment_loss"):
         assert key not in out
+    assert with_code_probs(out) is out
 
 
 def test_two_modalities_only(tiny_cfg, data_cfg, batch_factory):
@@ -202,7 +209,7 @@ def test_two_modalities_only(tiny_cfg, data_cfg, batch_factory):
     batch = batch_factory(size=3)
     for key in ("audio", "audio_frame_mask", "has_audio"):
         del batch[key]
-    out = model(batch)
+    out = with_code_probs(model(batch))  # the objectives compute eqs. 4-5
     assert set(out["embeddings"]) == set(out["code_probs"]) == set(out["present"]) == {"video", "text"}
     assert "audio" not in model.encoders
 
@@ -251,7 +258,7 @@ def test_reconstruction_targets_are_the_detached_pooled_features(tiny_cfg, data_
 
 def test_bf16_model_keeps_quantisation_in_fp32(tiny_cfg, data_cfg, batch_factory):
     model = build_model(tiny_cfg, data_cfg).bfloat16()
-    out = model(batch_factory(size=3))
+    out = with_code_probs(model(batch_factory(size=3)))  # the objectives compute eqs. 4-5
     assert out["embeddings"]["video"].dtype == torch.bfloat16
     assert model.codes.codebook.dtype == torch.float32
     assert out["code_probs"]["audio"].dtype == torch.float32
@@ -281,7 +288,7 @@ def test_base_preset_runs_one_forward(load_preset, data_cfg, batch_factory):
     torch.manual_seed(0)
     model = build_model(cfg, data_cfg).eval()
     with torch.no_grad():
-        out = model(batch_factory(size=2, frames=8, side=32))
+        out = with_code_probs(model(batch_factory(size=2, frames=8, side=32)))  # the objectives compute eqs. 4-5
     assert out["embeddings"]["video"].shape == (2, cfg["embed_dim"])
     assert out["embeddings"]["text"].shape == (2, 3, cfg["embed_dim"])
     assert out["code_probs"]["audio"].shape == (2, cfg["codebook"]["num_codes"])

@@ -7,7 +7,7 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 import loop_reference as ref
-from mmdist.objectives import cmcm_loss, code_distribution, code_similarity
+from mmdist.objectives import cmcm_loss, code_distribution, code_similarity, with_code_probs
 
 SEEDS = [0, 1, 2]
 
@@ -126,3 +126,22 @@ def test_code_similarity_never_builds_a_b_by_b_by_v_tensor():
         cmcm_loss(p_a, p_b).backward()
     assert probe.largest <= max(batch * batch, batch * codes)
     assert probe.largest < batch * batch * codes
+
+
+def test_with_code_probs_is_code_distribution_per_modality():
+    """The model's code outputs -> eqs. 4-5 per modality with its mask, bit for bit; the features and
+    the codebook are dropped (the gather must not see them), every other output is kept as it is."""
+    g = torch.Generator().manual_seed(0)
+    codebook = torch.randn(6, 5, generator=g, dtype=torch.float64)
+    features = {"video": torch.randn(3, 4, 5, generator=g, dtype=torch.float64, requires_grad=True),
+                "text": torch.randn(3, 2, 5, generator=g, dtype=torch.float64)}
+    masks = {"video": torch.tensor([[1, 1, 0, 0], [1, 1, 1, 1], [0, 0, 0, 0]], dtype=torch.bool),
+             "text": torch.ones(3, 2, dtype=torch.bool)}
+    outputs = {"code_features": features, "codebook": codebook, "code_mask": masks, "present": {"video": True}}
+    out = with_code_probs(outputs)
+    assert set(out) == {"code_probs", "code_mask", "present"} and out["code_mask"] is masks
+    for m in features:
+        assert torch.equal(out["code_probs"][m], code_distribution(features[m], codebook, masks[m]))
+    out["code_probs"]["video"].sum().backward()
+    assert features["video"].grad is not None
+    assert with_code_probs({"present": {}}) == {"present": {}}

@@ -10,7 +10,7 @@ import torch.distributed as torch_dist
 import torch.multiprocessing as mp
 
 from mmdist.models import build_model
-from mmdist.objectives import recipe_loss
+from mmdist.objectives import recipe_loss, with_code_probs
 from mmdist.train.gather import gather_outputs
 from mmdist.train.sync_batchnorm import convert_to_global_batchnorm
 from tests.conftest import free_port
@@ -44,7 +44,7 @@ def _batch():
 
 
 def _step(model, batch):
-    loss, _ = recipe_loss(RECIPE, gather_outputs(model(batch)), step=0)
+    loss, _ = recipe_loss(RECIPE, gather_outputs(with_code_probs(model(batch))), step=0)
     loss.backward()
     return float(loss), {name: param.grad.detach().clone() for name, param in model.named_parameters() if param.grad is not None}
 
