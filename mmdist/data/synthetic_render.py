@@ -271,7 +271,17 @@ def render_audio(
     if region in (1, 4):
         envelope, pitch = verb_sound(verb, t, draw.phase, duration)
         wave += draw.gain * envelope * tone(noun, noun.base_hz * draw.pitch * pitch, sample_rate)
-    if region == 2:  # noise that swells and fades with each hop of the ball: in sync, not tonal
+    if region == 2:  # a sound that swells and fades with each hop of the ball: in sync with the ball
         envelope = ball_height(t, draw.hops, 1.0)  # the ball's height as a fraction of its hop
-        wave += audio["background_gain"] * envelope * rng.uniform(-1, 1, size=t.shape)
+        if audio["background_sound"] == "noise":
+            source = rng.uniform(-1, 1, size=t.shape)
+        elif audio["background_sound"] == "tonal":
+            # another object's harmonic tone: the same kind of sound as an action, so that telling
+            # sounding clips apart needs audio-visual correspondence, not the sound's type
+            others = [n for n in NOUNS if n.name != noun.name]
+            other = others[int(rng.integers(len(others)))]
+            source = tone(other, np.full_like(t, other.base_hz * draw.pitch), sample_rate)
+        else:
+            raise ValueError(f"audio.background_sound must be 'noise' or 'tonal', got {audio['background_sound']!r}")
+        wave += audio["background_gain"] * envelope * source
     return wave.astype(np.float32)
