@@ -27,6 +27,7 @@ import soundfile
 from av.video.reformatter import Interpolation
 
 from mmdist.data.resample import resample
+from mmdist.data.shapes import audio_frame_count
 from mmdist.data.text import TEXT_CONFIG_KEYS, check_text_config
 
 VIDEO_CONFIG_KEYS = {
@@ -291,12 +292,6 @@ def _resize_and_crop(frames: list, video_cfg: dict, rng: np.random.Generator | N
 
 
 # ---------------------------------------------------------------- audio
-
-
-def audio_frame_count(cfg: dict) -> int:
-    """F: spectrogram frames in the `audio.max_seconds` window (one per `hop_ms`)."""
-    audio_cfg = cfg["audio"]
-    return round(audio_cfg["max_seconds"] * 1000 / audio_cfg["hop_ms"])
 
 
 def decode_audio(data: bytes, cfg: dict) -> tuple[np.ndarray, np.ndarray]:
