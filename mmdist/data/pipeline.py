@@ -50,6 +50,7 @@ DATA_CONFIG_KEYS = {
     "batch_size": int,
     "limit": (int, type(None)),
     "shuffle_files": bool,
+    "epochs_per_pass": int,
     "ray_parquet_v2": bool,
     "video": VIDEO_CONFIG_KEYS,
     "audio": AUDIO_CONFIG_KEYS,
@@ -68,6 +69,8 @@ def check_data_config(cfg: dict) -> dict:
     check_decode_config(cfg)
     if cfg["batch_size"] < 1:
         raise ValueError(f"data.batch_size must be >= 1, got {cfg['batch_size']}")
+    if cfg["epochs_per_pass"] < 1:
+        raise ValueError(f"data.epochs_per_pass must be >= 1, got {cfg['epochs_per_pass']}")
     if cfg["limit"] is not None and cfg["limit"] < 1:
         raise ValueError(f"data.limit must be >= 1 or null, got {cfg['limit']}")
     for key, smallest in (("concurrency", 1), ("batch_size", 1)):
@@ -270,7 +273,31 @@ def build_dataset(
     stats = DecodeStats.options(name=stats_name, get_if_exists=True).remote()
 
     columns = ["clip_id", "video", "audio", "text"] + (list(METADATA_COLUMNS[1:]) + ["labels"] if keep_metadata else [])
-    shuffle = ray.data.FileShuffleConfig(seed=seed) if train and data_cfg["shuffle_files"] else None
+    # Training reads `epochs_per_pass` epochs in one pass (a union of that many reads, each with its own
+    # shard order): Ray Train's streaming_split starts the plan afresh on every pass, and a start is a
+    # wait of a second or more before the first batch (README, Benchmarks).
+    epochs = data_cfg["epochs_per_pass"] if train else 1
+    shuffle_seeds = [seed + epoch for epoch in range(epochs)]
+    epoch_datasets = [
+        _decoded_epoch(data_cfg, shards, filesystem, columns, train, seed, shuffle_seed, keep_metadata, stats)
+        for shuffle_seed in shuffle_seeds
+    ]
+    dataset = epoch_datasets[0].union(*epoch_datasets[1:]) if epochs > 1 else epoch_datasets[0]
+    # One output block per decoded batch, leaving as soon as it is decoded, instead of one block per read
+    # block (a whole shard: 256 clips before the first batch). Ray Data closes a block once it holds
+    # more than this many bytes and slices one only above 1.5x it: a full batch is 1.1x.
+    dataset.context.target_max_block_size = int(0.9 * data_cfg["decode"]["batch_size"] * clip_bytes(data_cfg))
+    dataset.decode_stats_name = stats_name
+    return dataset
+
+
+def _decoded_epoch(
+    data_cfg: dict, shards: list[str], filesystem, columns: list[str], train: bool, seed: int, shuffle_seed: int,
+    keep_metadata: bool, stats,
+) -> ray.data.Dataset:
+    """One epoch over the shards: read (files in an order drawn from `shuffle_seed` when training with
+    shuffle_files) fused with decode_task."""
+    shuffle = ray.data.FileShuffleConfig(seed=shuffle_seed) if train and data_cfg["shuffle_files"] else None
     decode = data_cfg["decode"]
     # one read task per shard: more concurrency than shards only draws Ray Data's warning
     read_tasks = min(decode["concurrency"], len(shards))
@@ -281,7 +308,7 @@ def build_dataset(
         dataset = dataset.limit(data_cfg["limit"])
     if data_cfg["ray_parquet_v2"]:  # V2 packs small shards into one read block: split it to reach every decode task
         dataset = dataset.repartition(target_num_rows_per_block=decode["batch_size"])
-    dataset = dataset.map_batches(
+    return dataset.map_batches(
         decode_task,
         fn_kwargs={
             "cfg_json": json.dumps(data_cfg, sort_keys=True),
@@ -297,12 +324,6 @@ def build_dataset(
         compute=ray.data.TaskPoolStrategy(size=read_tasks if fused else decode["concurrency"]),
         num_cpus=decode["num_cpus"],
     )
-    # One output block per decoded batch, leaving as soon as it is decoded, instead of one block per read
-    # block (a whole shard: 256 clips before the first batch). Ray Data closes a block once it holds
-    # more than this many bytes and slices one only above 1.5x it: a full batch is 1.1x.
-    dataset.context.target_max_block_size = int(0.9 * decode["batch_size"] * clip_bytes(data_cfg))
-    dataset.decode_stats_name = stats_name
-    return dataset
 
 
 def clip_bytes(cfg: dict) -> int:

@@ -4,6 +4,8 @@ The pipeline's output is compared with decoding the same bytes directly with the
 of mmdist/data/decode.py and text.py; dropped counts with the number of records damaged on purpose.
 """
 
+import collections
+
 import numpy as np
 import pyarrow as pa
 import pytest
@@ -94,7 +96,7 @@ def test_s3_pipeline_equals_direct_decoding_and_counts_drops_exactly(local_ray, 
 
 
 def test_training_batches_are_fixed_shape_tensors(local_ray, data_cfg, corrupted):
-    cfg = {**data_cfg, "path": corrupted.dir, "limit": 20}
+    cfg = {**data_cfg, "path": corrupted.dir, "limit": 20, "epochs_per_pass": 1}
     dataset = build_dataset(cfg, STORAGE, train=True, seed=3)
     shapes = batch_shapes(cfg)
     seen = 0
@@ -106,6 +108,20 @@ def test_training_batches_are_fixed_shape_tensors(local_ray, data_cfg, corrupted
     dropped = sum(decode_stats(dataset.decode_stats_name).values())
     assert seen + dropped == 20  # data.limit applies to records read, before decoding
     assert seen >= 17  # at most the 3 corrupt records can fall in the first 20 read
+
+
+def test_training_pass_reads_each_clip_once_per_epoch_and_counts_drops_once(local_ray, data_cfg, corrupted):
+    cfg = {**data_cfg, "path": corrupted.dir, "epochs_per_pass": 3}
+    dataset = build_dataset(cfg, STORAGE, train=True, seed=0, keep_metadata=True)
+    seen = collections.Counter()
+    for batch in dataset.iter_batches(batch_size=5, batch_format="numpy"):
+        seen.update(batch["clip_id"].tolist())
+    expected_ids = {row["clip_id"] for row in corrupted.rows} - corrupted.corrupt_ids
+    assert set(seen) == expected_ids
+    assert set(seen.values()) == {3}
+    assert decode_stats(dataset.decode_stats_name) == corrupted.reasons  # keyed by record: not 3 times
+    evaluation = build_dataset(cfg, STORAGE, train=False, seed=0, keep_metadata=True)
+    assert set(collect(evaluation, batch_size=5)) == expected_ids  # evaluation reads one epoch (collect: no repeats)
 
 
 def test_clip_decoder_without_ray(data_cfg, corrupted):
