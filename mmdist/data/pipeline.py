@@ -23,6 +23,7 @@ import collections
 import functools
 import json
 import os
+import sys
 import uuid
 from typing import Iterator
 
@@ -190,6 +191,36 @@ def report_drops(stats, drops: dict) -> None:
         ray.get(stats.record.remote(drops))
 
 
+_decode_imports_attempted = False
+
+
+def import_decode_libraries() -> None:
+    """Import torch and torchaudio (audio decoding) in this task worker, or end the worker if it cannot.
+
+    Ray Data cancels running tasks by raising KeyboardInterrupt in them (when a Train worker dies, a
+    split is torn down). Landing inside `import torch` it leaves torch half-initialised, and every
+    later import in that reused worker process fails ("function 'conv1d' already has a docstring",
+    "SystemError ... bad call flags"): each decode task it got would fail the whole dataset. Such a
+    worker exits instead; Ray Data retries a task whose worker died, in a fresh process."""
+    global _decode_imports_attempted
+    attempted_before, _decode_imports_attempted = _decode_imports_attempted, True
+    try:
+        import torch  # noqa: F401
+        import torchaudio  # noqa: F401
+    except Exception as err:
+        if not attempted_before:
+            raise
+        print(
+            f"[decode] an earlier torch import in this worker was interrupted ({type(err).__name__}: {err}); "
+            "exiting so that Ray retries the task in a fresh worker",
+            file=sys.stderr, flush=True,
+        )
+        os._exit(DECODE_WORKER_BROKEN_EXIT)
+
+
+DECODE_WORKER_BROKEN_EXIT = 75  # EX_TEMPFAIL: the task itself is fine, this process is not
+
+
 @functools.lru_cache(maxsize=4)
 def _process_decoder(cfg_json: str, train: bool, seed: int, keep_metadata: bool) -> ClipDecoder:
     """One decoder per worker process and setting (Ray reuses task workers: its setup is paid once)."""
@@ -207,6 +238,7 @@ def decode_task(
     A generator over the whole read block (map_batches batch_size=None) is what lets Ray Data fuse
     the read and the decode into one task: the encoded bytes never cross the object store.
     """
+    import_decode_libraries()
     decoder = _process_decoder(cfg_json, train, seed, keep_metadata)
     for start in range(0, table.num_rows, batch_size):
         batch, drops = decoder.decode_table(table.slice(start, batch_size))
