@@ -31,6 +31,7 @@ import numpy as np
 import pyarrow as pa
 import ray
 
+from mmdist.contracts import MODALITIES
 from mmdist.data.decode import (
     AUDIO_CONFIG_KEYS,
     LIMIT_CONFIG_KEYS,
@@ -147,7 +148,7 @@ class ClipDecoder:
         shards = _shard_names(table)
         _check_columns(table, self.keep_metadata, sorted(set(shards)))
         clip_ids = table.column("clip_id").to_pylist()
-        videos, audios, texts = (table.column(name).to_pylist() for name in ("video", "audio", "text"))
+        videos, audios, texts = (table.column(name).to_pylist() for name in MODALITIES)
         kept, decoded, drops = [], [], {}
         for row, clip_id in enumerate(clip_ids):
             try:
@@ -256,7 +257,7 @@ def _shard_names(table: pa.Table) -> list[str]:
 
 def _check_columns(table: pa.Table, keep_metadata: bool, shards: list[str]) -> None:
     """The columns the decoder reads exist with CLIP_SCHEMA's types (a wrong shard is an error, not a drop)."""
-    needed = ["clip_id", "video", "audio", "text"] + (list(METADATA_COLUMNS[1:]) + ["labels"] if keep_metadata else [])
+    needed = ["clip_id", *MODALITIES] + (list(METADATA_COLUMNS[1:]) + ["labels"] if keep_metadata else [])
     for name in needed:
         expected = CLIP_SCHEMA.field(name).type
         if name not in table.column_names:
@@ -304,7 +305,7 @@ def build_dataset(
     # The plan holds this handle (a decode_task argument): the actor lives as long as the dataset.
     stats = DecodeStats.options(name=stats_name, get_if_exists=True).remote()
 
-    columns = ["clip_id", "video", "audio", "text"] + (list(METADATA_COLUMNS[1:]) + ["labels"] if keep_metadata else [])
+    columns = ["clip_id", *MODALITIES] + (list(METADATA_COLUMNS[1:]) + ["labels"] if keep_metadata else [])
     # Training reads `epochs_per_pass` epochs in one pass (a union of that many reads, each with its own
     # shard order): Ray Train's streaming_split starts the plan afresh on every pass, and a start is a
     # wait of a second or more before the first batch (README, Benchmarks).
@@ -402,12 +403,12 @@ def check_dataset(data_cfg: dict, storage_cfg: dict, seed: int, examples_per_rea
     decoded, present = 0, collections.Counter()
     for batch in dataset.iter_batches(batch_size=data_cfg["batch_size"], batch_format="numpy"):
         decoded += len(batch["has_video"])
-        for modality in ("video", "audio", "text"):
+        for modality in MODALITIES:
             present[modality] += int(batch[f"has_{modality}"].sum())
     drops = decode_drops(stats_name)
     reasons = dict(sorted(collections.Counter(reason for reason, _ in drops.values()).items()))
     summary = {"rows": decoded + len(drops), "decoded": decoded, "dropped": len(drops), "reasons": reasons}
-    lines = [f"{name}: present in {present[name]} of {decoded} decoded clips" for name in ("video", "audio", "text")]
+    lines = [f"{name}: present in {present[name]} of {decoded} decoded clips" for name in MODALITIES]
     shown = collections.Counter()
     for reason, message in sorted(drops.values()):
         if shown[reason] < examples_per_reason:
