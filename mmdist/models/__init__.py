@@ -6,7 +6,6 @@
 from mmdist.models.audio import AudioEncoder
 from mmdist.models.batch import BatchError, check_batch
 from mmdist.models.codes import CodeBranch
-from mmdist.models.config import ModelConfigError
 from mmdist.models.deflation import ImageEncoder, deflate_video_encoder, fit_deflation, video_features
 from mmdist.models.heads import Decoder, FACHeads, GatedEmbedding
 from mmdist.models.model import MultimodalModel, build_model
@@ -22,7 +21,6 @@ __all__ = [
     "FACHeads",
     "GatedEmbedding",
     "ImageEncoder",
-    "ModelConfigError",
     "MultimodalModel",
     "TextEncoder",
     "VideoEncoder",
