@@ -53,6 +53,7 @@ def check_section(cfg: Any, schema: type | Variants, path: str, choice: str | No
     except ConfigKeyError as error:
         raise ConfigError(_unknown_key(error, path)) from None
     except OmegaConfBaseException as error:
+        _check_types(cfg, schema, path, choice)  # names the key in this module's words when it can
         raise ConfigError(f"{_join(path, error.full_key)}: {_first_line(error)}") from None
     missing = sorted(OmegaConf.missing_keys(merged))
     if missing:
@@ -93,8 +94,12 @@ def _variant(cfg: Any, schema: type | Variants, path: str, choice: str | None) -
 def _check_types(value: Any, kind: Any, path: str, choice: str | None = None) -> None:
     """The strict pass: `value` is exactly of `kind` (a schema class, typing form or scalar type)."""
     if dataclasses.is_dataclass(kind):
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{path}: must be a mapping of {', '.join(spec.name for spec in dataclasses.fields(kind))}, got {value!r}")
         hints = typing.get_type_hints(kind)
         for spec in dataclasses.fields(kind):
+            if spec.name not in value:
+                continue  # the merge names missing keys
             child, key = value[spec.name], _join(path, spec.name)
             variants = spec.metadata.get("variants")
             if variants is not None:

@@ -30,10 +30,11 @@ from typing import Callable, Mapping
 
 import torch
 
-from mmdist.benchmarks.common import pin_mmap_threshold, require_keys, timed_peak
+from mmdist.benchmarks.common import pin_mmap_threshold, timed_peak
+from mmdist.config import check_section
+from mmdist.config_schema import EvalSuite
 from mmdist.eval.retrieval import chunked_ranks, chunked_topk, metrics_from_ranks
 
-REQUIRED_KEYS = ("sizes", "num_queries", "dim", "k", "chunk_size", "repeats", "threads", "seed", "full_matrix_max_gib")
 MIB, GIB = 2**20, 2**30
 
 
@@ -71,7 +72,7 @@ def measure(methods: dict[str, tuple[Callable, Callable]], repeats: int) -> dict
 
 def run(cfg: Mapping) -> dict[str, float]:
     """Run the suite, print its figures, return them as a flat dict (`N<size>/<figure>`)."""
-    require_keys(cfg, REQUIRED_KEYS, "eval")
+    cfg = check_section(cfg, EvalSuite, "suite")  # keys and types (mmdist/config_schema.py)
     torch.set_num_threads(int(cfg["threads"]))
     pin_mmap_threshold()
     generator = torch.Generator().manual_seed(int(cfg["seed"]))
