@@ -5,11 +5,11 @@
     check_section(cfg, schema, path)  one section, for library entry points that take a section
                                       (build_model, build_dataset, recipe_loss, ...)
 
-Both merge the config into the schema's structured config (OmegaConf, as Hydra's ConfigStore schemas do),
-which rejects an unknown key, a missing one and a value of a type it cannot convert. A second, strict
-pass refuses what OmegaConf would convert silently: `"yes"` or `1` for a bool, `true` for an int, a
-number for a string. Every error is a `ConfigError` whose one line starts with the full key,
-e.g. `trainer.lr_warmup: unknown key (trainer takes: num_workers, use_gpu, ...)`.
+A strict pass over the schema's fields names an unknown key and refuses a value of another type,
+including what OmegaConf would convert silently (`"yes"` or `1` for a bool, `true` for an int, a number
+for a string); then the config is merged into the schema's structured config (OmegaConf, as Hydra's
+ConfigStore schemas are), which names a missing key. Every error is a `ConfigError` whose one line
+starts with the full key, e.g. `trainer.lr_warmup: unknown key (trainer takes: num_workers, use_gpu, ...)`.
 """
 
 from __future__ import annotations
@@ -48,17 +48,16 @@ def check_section(cfg: Any, schema: type | Variants, path: str, choice: str | No
     variant of `schema` its discriminating key selects); returns it as a plain dict."""
     cfg = _plain(cfg, path)
     schema = _variant(cfg, schema, path, choice)
+    _check_types(cfg, schema, path, choice)  # unknown keys and exact types, variants included
     try:
         merged = OmegaConf.merge(_structured(schema), cfg)
     except ConfigKeyError as error:
         raise ConfigError(_unknown_key(error, path)) from None
     except OmegaConfBaseException as error:
-        _check_types(cfg, schema, path, choice)  # names the key in this module's words when it can
         raise ConfigError(f"{_join(path, error.full_key)}: {_first_line(error)}") from None
     missing = sorted(OmegaConf.missing_keys(merged))
     if missing:
         raise ConfigError(f"{_join(path, missing[0])}: missing key (its value belongs in configs/)")
-    _check_types(cfg, schema, path, choice)
     return cfg
 
 
@@ -95,7 +94,11 @@ def _check_types(value: Any, kind: Any, path: str, choice: str | None = None) ->
     """The strict pass: `value` is exactly of `kind` (a schema class, typing form or scalar type)."""
     if dataclasses.is_dataclass(kind):
         if not isinstance(value, Mapping):
-            raise ConfigError(f"{path}: must be a mapping of {', '.join(spec.name for spec in dataclasses.fields(kind))}, got {value!r}")
+            raise ConfigError(f"{path}: must be a mapping, got {value!r}")
+        names = [spec.name for spec in dataclasses.fields(kind)]
+        for key in value:
+            if key not in names:
+                raise ConfigError(f"{_join(path, str(key))}: unknown key ({path or 'the config'} takes: {', '.join(names)})")
         hints = typing.get_type_hints(kind)
         for spec in dataclasses.fields(kind):
             if spec.name not in value:
