@@ -423,6 +423,7 @@ class Eval:
     batch_size: int = MISSING
     similarity: str = MISSING
     chunk_size: int = MISSING
+    rank_block: int = MISSING
     extract: EvalExtract = MISSING
     retrieval: EvalRetrieval = MISSING
     discovery: EvalDiscovery = MISSING
@@ -640,6 +641,7 @@ class EvalSuite:
     dim: int = MISSING
     k: int = MISSING
     chunk_size: int = MISSING
+    rank_block: int = MISSING
     repeats: int = MISSING
     threads: int = MISSING
     seed: int = MISSING

@@ -85,8 +85,8 @@ def run(cfg: Mapping) -> dict[str, float]:
         head = queries[:chunk]  # warm-up input: one chunk
         methods = {
             "ours_ranks": (
-                lambda: metrics_from_ranks(chunked_ranks(queries, candidates, chunk)),
-                lambda: chunked_ranks(head, candidates, chunk),
+                lambda: metrics_from_ranks(chunked_ranks(queries, candidates, chunk, cfg["rank_block"])),
+                lambda: chunked_ranks(head, candidates, chunk, cfg["rank_block"]),
             ),
             "ours_topk": (lambda: chunked_topk(queries, candidates, k, chunk), lambda: chunked_topk(head, candidates, k, chunk)),
             "bare_chunked": (
