@@ -1,6 +1,6 @@
 """The one config check of every job, value helpers, and `redact` (secrets never reach a written config).
 
-    check_config(cfg, job)            a composed job config against its schema (mmdist/config_schema.py):
+    check_config(cfg, job)            a composed job config against its schema (mmdist/config_schema/):
                                       every section, at start-up, before Ray starts; returns it resolved
     check_section(cfg, schema, path)  one section, for library entry points that take a section
                                       (build_model, build_dataset, recipe_loss, ...)
@@ -23,7 +23,8 @@ from typing import Any
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, MissingMandatoryValue, OmegaConfBaseException
 
-from mmdist.config_schema import JOBS, Variants
+from mmdist.config_schema.jobs import JOBS
+from mmdist.config_schema.variants import Variants
 
 SECRET_WORDS = {"secret", "password", "token", "credential", "credentials"}  # whole words of a key
 
@@ -118,10 +119,14 @@ def _check_types(value: Any, kind: Any, path: str, choice: str | None = None) ->
             _check_types(value, next(arg for arg in args if arg is not type(None)), path)
         return
     if origin in (list, Sequence):
+        if not isinstance(value, list):
+            raise ConfigError(f"{path}: must be a list, got {value!r}")
         for index, item in enumerate(value):
             _check_types(item, args[0], f"{path}[{index}]")
         return
     if origin in (dict, Mapping):
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{path}: must be a mapping, got {value!r}")
         for key, item in value.items():
             _check_types(item, args[1], _join(path, str(key)))
         return

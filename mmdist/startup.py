@@ -5,7 +5,7 @@ The checks live with what they check (recipes, data config, storage, checkpoints
 calls them in the order a job needs them:
 
     every job                      mmdist.config.check_config: every section of its config against the
-                                   config schema (mmdist/config_schema.py), first
+                                   config schema (mmdist/config_schema/), first
     jobs/train.py, jobs/sweep.py   check_train_inputs   (mmdist.train.fit, before init_ray)
     jobs/evaluate.py               check_eval_inputs   (in mmdist.eval.job: evaluation comes after training)
     jobs/check_data.py             require_dataset

@@ -37,7 +37,7 @@ LAYERS = ("base", "storage", "decode", "models", "objectives", "measures", "trai
 # Where each file sits: the longest matching path prefix wins. A new file without a place fails the test.
 PLACES = {
     "mmdist/config.py": "base",
-    "mmdist/config_schema.py": "base",
+    "mmdist/config_schema/": "base",
     "mmdist/dist.py": "base",
     "mmdist/runtime.py": "base",
     "mmdist/ranks.py": "base",

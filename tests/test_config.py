@@ -1,4 +1,4 @@
-"""The one config schema (mmdist/config.py, mmdist/config_schema.py): every section of every job's
+"""The one config schema (mmdist/config.py, mmdist/config_schema/): every section of every job's
 composed config is checked at start-up; an unknown key, a missing one and a value of the wrong type
 fail in one line that names the full key.
 
@@ -15,7 +15,9 @@ import typing
 import pytest
 
 from mmdist.config import ConfigError, check_config
-from mmdist.config_schema import JOBS, SUITES, Variants
+from mmdist.config_schema.benchmarks import SUITES
+from mmdist.config_schema.jobs import JOBS
+from mmdist.config_schema.variants import Variants
 from tests.conftest import load_job_cfg
 
 # every job (configs/<job>.yaml) and benchmark suite, with the values its config leaves to the command line
@@ -109,7 +111,8 @@ def test_every_section_of_every_job_names_an_unknown_key(composed, case):
         ("evaluate", "logging.mlflow.run_id", 7, "logging.mlflow.run_id: must be str, got 7"),
         ("ingest", "video.crf", "high", "video.crf: "),
         ("make_dataset", "world.region_proportions.I", "most", "world.region_proportions.I: "),
-        ("reproduce", "study.rows.f.overrides", "recipe=mcn", "study.rows.f.overrides: "),
+        ("reproduce", "study.rows.f.overrides", "recipe=mcn", "study.rows.f.overrides: must be a list, got 'recipe=mcn'"),
+        ("sweep", "sweep.trial_resources", 1, "sweep.trial_resources: must be a mapping, got 1"),
         ("benchmark suite=gpu", "suite.variants[0].compile", "no", "suite.variants[0].compile: must be bool, got 'no'"),
     ],
 )

@@ -49,7 +49,7 @@ from mmdist.benchmarks.data_clips import write_ingested, write_realistic
 from mmdist.benchmarks.data_stages import STAGES, codec_floor, ray_stage_times, stage_times
 from mmdist.benchmarks.moto_s3 import MOTO_ENV, environment, start_moto, upload
 from mmdist.config import ConfigError, check_section
-from mmdist.config_schema import DataSuite
+from mmdist.config_schema.benchmarks import DataSuite
 from mmdist.data.pipeline import ClipDecoder, build_dataset, check_data_config, decode_stats
 from mmdist.data.storage import list_shards, read_shard
 from mmdist.data.synthetic import generate_world
@@ -61,7 +61,7 @@ TARGET_PER_CORE, TARGET_LOOP_VS_FLOOR = 0.9, 1.5
 
 def run(cfg: dict) -> dict:
     """Generate each setting's clips, time the floor, the loop and Ray Data; print and return the figures."""
-    cfg = check_section(cfg, DataSuite, "suite")  # keys and types (mmdist/config_schema.py)
+    cfg = check_section(cfg, DataSuite, "suite")  # keys and types (mmdist/config_schema/)
     for name in cfg["settings"]:
         if name not in SETTINGS:
             raise ConfigError(f"suite.settings: unknown setting {name!r} (known: {list(SETTINGS)})")

@@ -32,7 +32,7 @@ import torch
 
 from mmdist.benchmarks.common import pin_mmap_threshold, timed_peak
 from mmdist.config import check_section
-from mmdist.config_schema import EvalSuite
+from mmdist.config_schema.benchmarks import EvalSuite
 from mmdist.eval.retrieval import chunked_ranks, chunked_topk, metrics_from_ranks
 
 MIB, GIB = 2**20, 2**30
@@ -72,7 +72,7 @@ def measure(methods: dict[str, tuple[Callable, Callable]], repeats: int) -> dict
 
 def run(cfg: Mapping) -> dict[str, float]:
     """Run the suite, print its figures, return them as a flat dict (`N<size>/<figure>`)."""
-    cfg = check_section(cfg, EvalSuite, "suite")  # keys and types (mmdist/config_schema.py)
+    cfg = check_section(cfg, EvalSuite, "suite")  # keys and types (mmdist/config_schema/)
     torch.set_num_threads(int(cfg["threads"]))
     pin_mmap_threshold()
     generator = torch.Generator().manual_seed(int(cfg["seed"]))

@@ -32,7 +32,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from mmdist.benchmarks.common import compose
 from mmdist.config import check_section
-from mmdist.config_schema import GpuSuite
+from mmdist.config_schema.benchmarks import GpuSuite
 from mmdist.data.shapes import batch_shapes
 from mmdist.models import build_model
 from mmdist.objectives import kmeans_from_recipe, recipe_loss, with_code_probs
@@ -42,7 +42,7 @@ from mmdist.train.sync_batchnorm import convert_to_global_batchnorm
 
 
 def run(cfg: dict) -> dict:
-    cfg = check_section(cfg, GpuSuite, "suite")  # keys and types (mmdist/config_schema.py)
+    cfg = check_section(cfg, GpuSuite, "suite")  # keys and types (mmdist/config_schema/)
     if not torch.cuda.is_available():
         message = no_cuda_message()
         print(message)

@@ -26,13 +26,13 @@ from omegaconf import OmegaConf
 from mmdist.benchmarks.common import compose
 from mmdist.benchmarks.startup import PHASES, measure_startup
 from mmdist.config import check_section
-from mmdist.config_schema import TrainerSuite
+from mmdist.config_schema.benchmarks import TrainerSuite
 
 TARGET_DATA_WAIT = 0.10
 
 
 def run(cfg: dict) -> dict:
-    cfg = check_section(cfg, TrainerSuite, "suite")  # keys and types (mmdist/config_schema.py)
+    cfg = check_section(cfg, TrainerSuite, "suite")  # keys and types (mmdist/config_schema/)
     import ray
     from ray.train import RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer

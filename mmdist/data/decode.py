@@ -27,7 +27,7 @@ import soundfile
 from av.video.reformatter import Interpolation
 
 from mmdist.config import ConfigError, check_section
-from mmdist.config_schema import DataAudio, DataLimits, DataText, DataVideo
+from mmdist.config_schema.data import DataAudio, DataLimits, DataText, DataVideo
 from mmdist.data.resample import resample
 from mmdist.data.shapes import audio_frame_count
 from mmdist.data.text import check_text_config

@@ -31,7 +31,7 @@ import pyarrow as pa
 import ray
 
 from mmdist.config import ConfigError, check_section
-from mmdist.config_schema import Data
+from mmdist.config_schema.data import Data
 from mmdist.data.decode import DecodeError, check_decode_config, decode_audio, decode_video
 from mmdist.data.schema import CLIP_SCHEMA, LABELS_TYPE, SchemaError
 from mmdist.data.shapes import batch_shapes

@@ -19,7 +19,7 @@ import math
 import os
 
 from mmdist.config import ConfigError, check_config, check_section
-from mmdist.config_schema import Eval
+from mmdist.config_schema.train import Eval
 from mmdist.data.pipeline import check_data_config
 from mmdist.eval.analysis import compute_metrics
 from mmdist.eval.embed import read_embeddings

@@ -23,7 +23,7 @@ from mmdist.config import (
     positive_ints,
     positive_number,
 )
-from mmdist.config_schema import Model
+from mmdist.config_schema.model import Model
 from mmdist.data.text import TOKENIZERS, vocabulary_size
 from mmdist.models.audio import build_audio_encoder
 from mmdist.models.batch import check_batch

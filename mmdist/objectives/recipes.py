@@ -26,7 +26,7 @@ from typing import Mapping
 import torch
 
 from mmdist.config import ConfigError, check_section
-from mmdist.config_schema import RECIPES
+from mmdist.config_schema.model import RECIPES
 from mmdist.objectives.clustering import OnlineKMeans, cluster_loss, reconstruction_loss
 from mmdist.objectives.code_matching import cmcm_loss
 from mmdist.objectives.consensus import INVERSES, consensus_loss
@@ -38,7 +38,7 @@ KMEANS_KEYS = ("num_clusters", "queue_batches", "refit_every", "iters")  # Onlin
 
 def validate_recipe(recipe: Mapping) -> None:
     """Raise ConfigError naming the first unknown, missing or inconsistent `recipe.*` key: its keys and
-    types by the config schema's class of `recipe.name` (mmdist/config_schema.py), then its values."""
+    types by the config schema's class of `recipe.name` (mmdist/config_schema/), then its values."""
     recipe = check_section(recipe, RECIPES, "recipe")
     name, modalities = recipe["name"], list(recipe["modalities"])
     if len(modalities) < 2 or len(set(modalities)) != len(modalities) or not set(modalities) <= set(MODALITIES):

@@ -26,7 +26,7 @@ from omegaconf import OmegaConf
 from ray import tune
 
 from mmdist.config import ConfigError, check_section
-from mmdist.config_schema import Study
+from mmdist.config_schema.tune import Study
 from mmdist.eval import evaluate
 from mmdist.runtime import init_ray
 from mmdist.train import fit
@@ -36,7 +36,7 @@ CLAIM_KINDS = {"above": ("row", "others", "metric"), "at_least": ("row", "metric
 
 
 def check_study(study: dict) -> None:
-    """Keys and types by the config schema (mmdist/config_schema.py); rows, metrics and claims refer to
+    """Keys and types by the config schema (mmdist/config_schema/); rows, metrics and claims refer to
     what exists. Errors name the key."""
     study = check_section(study, Study, "study")
     if study["scale"] not in study["scales"]:

@@ -25,7 +25,7 @@ from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 from ray.tune.search.basic_variant import BasicVariantGenerator
 
 from mmdist.config import ConfigError, check_config, check_section
-from mmdist.config_schema import Sweep
+from mmdist.config_schema.tune import Sweep
 from mmdist.data.storage import resolve_filesystem
 from mmdist.runtime import init_ray
 from mmdist.tune.overrides import config_overrides, format_value, write_overrides_file
@@ -40,7 +40,7 @@ RUN_SPECIFIC_KEYS = ("run_dir", "trainer.run_name")
 
 
 def check_sweep_config(sweep: dict) -> None:
-    """Keys and types by the config schema (mmdist/config_schema.py), then values in range; errors name the key."""
+    """Keys and types by the config schema (mmdist/config_schema/), then values in range; errors name the key."""
     sweep = check_section(sweep, Sweep, "sweep")
     if sweep["mode"] not in ("max", "min"):
         raise ConfigError(f"sweep.mode must be 'max' or 'min', got {sweep['mode']!r}")
