@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from mmdist import dist
+from mmdist.contracts import MODALITIES
 
 
 class VQResult(NamedTuple):
@@ -75,7 +76,7 @@ class VectorQuantizer(nn.Module):
         decay: float = 0.99,
         dead_after: int = 100,
         commitment: float = 0.25,
-        modalities: Sequence[str] = ("video", "audio", "text"),
+        modalities: Sequence[str] = MODALITIES,
         seed: int = 0,
         reset_noise: float = 0.01,
     ):

@@ -8,7 +8,8 @@ ALLOWED lists it with a reason.
 
 The layers, first to last (the shared modules at the top of mmdist/ are placed by what they import):
 
-    base        config, config_schema, dist, runtime, ranks, tracking: no mmdist import but each other
+    base        config, config_schema/, dist, runtime, ranks, tracking, contracts (the batch and output every
+                layer passes on): no mmdist import but each other
     storage     data/: schema, storage, media, tasks, ingest, synthetic world (writes clips)
     decode      data/: text, resample, decode, shapes, pipeline (reads clips into batches)
     models      models/, vq.py (the shared codebook)
@@ -42,6 +43,7 @@ PLACES = {
     "mmdist/runtime.py": "base",
     "mmdist/ranks.py": "base",
     "mmdist/tracking.py": "base",
+    "mmdist/contracts.py": "base",
     "mmdist/data/schema.py": "storage",
     "mmdist/data/storage.py": "storage",
     "mmdist/data/media.py": "storage",

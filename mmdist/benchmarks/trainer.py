@@ -6,7 +6,8 @@ inside a 1-worker Ray `TorchTrainer` run the same tiny model on the same in-memo
 once from a synthetic world. Printed: the median step times and their ratio (b)/(a) (target <= 1.05).
 (c) a streaming run of `mmdist.train.fit` on the same world reports clips/s and the fraction of step
 time spent waiting for data: the mean over the report windows after the first (steady state), and the
-first window alone (it holds the pipeline's start-up). Target < 10 %.
+first window alone (it holds the pipeline's start-up). Target < 10 %. The same run again with
+`data.epochs_per_pass` at `streaming_baseline_epochs_per_pass` (one epoch per Ray Data pass) is the baseline.
 (d) start-up: fresh-process `fit` runs of `startup_steps` steps, time to the first step and after the
 last, phase by phase (mmdist/benchmarks/startup.py), once per `startup_variants` entry (extra
 environment variables: a lever measured against the configured run).
@@ -62,9 +63,12 @@ def run(cfg: dict) -> dict:
     trainer.fit()
     wrapped = ray.get(timings.history.remote())[0]["step_times"]
 
+    baseline_cfg = _train_cfg(world, work, cfg, streaming=True, name="streaming_baseline")
+    baseline_cfg.data.epochs_per_pass = cfg["streaming_baseline_epochs_per_pass"]
+    baseline = _steady(fit(baseline_cfg)["history"])
     history = fit(_train_cfg(world, work, cfg, streaming=True))["history"]
     ray.shutdown()
-    steady = history[1:] or history  # the first window holds the pipeline's start-up
+    steady = _steady(history)
     startup = {
         variant["name"]: measure_startup(_startup_overrides(world, cfg), variant["env"], timeout_s=600)
         for variant in cfg["startup_variants"]
@@ -82,6 +86,10 @@ def run(cfg: dict) -> dict:
         "streaming_clips_per_s": statistics.mean(window["clips_per_s"] for window in steady),
         "streaming_data_wait_frac": statistics.mean(window["data_wait_frac"] for window in steady),
         "streaming_first_window_data_wait_frac": history[0]["data_wait_frac"],
+        "streaming_epochs_per_pass": train_cfg.data.epochs_per_pass,
+        "baseline_epochs_per_pass": cfg["streaming_baseline_epochs_per_pass"],
+        "baseline_clips_per_s": statistics.mean(window["clips_per_s"] for window in baseline),
+        "baseline_data_wait_frac": statistics.mean(window["data_wait_frac"] for window in baseline),
         "target_data_wait_frac": TARGET_DATA_WAIT,
         "global_batch": config["data"]["batch_size"],
         "torch_threads": config["trainer"]["torch_threads"],
@@ -93,6 +101,12 @@ def run(cfg: dict) -> dict:
         f"{figures['streaming_clips_per_s']:.1f} clips/s, waiting for data {100 * figures['streaming_data_wait_frac']:.0f}% "
         f"of step time after the first window (target < {100 * TARGET_DATA_WAIT:.0f}%), "
         f"{100 * figures['streaming_first_window_data_wait_frac']:.0f}% in the first (load {os.getloadavg()[0]:.1f})"
+    )
+    print(
+        f"[trainer] streaming, {figures['streaming_epochs_per_pass']} epochs per Ray Data pass vs "
+        f"{figures['baseline_epochs_per_pass']} (baseline, same run): data wait {100 * figures['streaming_data_wait_frac']:.1f}% vs "
+        f"{100 * figures['baseline_data_wait_frac']:.1f}%, clips/s ratio "
+        f"{figures['streaming_clips_per_s'] / figures['baseline_clips_per_s']:.2f}"
     )
     for name, phases in startup.items():
         figures.update({f"startup_{name}_{phase}_s": value for phase, value in phases.items() if phase != "merged"})
@@ -110,12 +124,17 @@ def _startup_overrides(world: str, cfg: dict) -> list[str]:
     ]
 
 
-def _train_cfg(world: str, work: str, cfg: dict, streaming: bool = False):
+def _steady(history: list[dict]) -> list[dict]:
+    return history[1:] or history  # the first window holds the pipeline's start-up
+
+
+def _train_cfg(world: str, work: str, cfg: dict, streaming: bool = False, name: str | None = None):
+    name = name or ("streaming" if streaming else "fixed")
     overrides = [
         f"recipe={cfg['recipe']}",
         f"data.path={world}",
         f"data.batch_size={cfg['batch_size']}",
-        f"run_dir={work}/{'streaming' if streaming else 'fixed'}",
+        f"run_dir={work}/{name}",
         f"trainer.torch_threads={cfg['torch_threads']}",
         f"trainer.max_steps={cfg['streaming_steps']}",
         f"trainer.report_every={cfg['streaming_report_every'] if streaming else cfg['streaming_steps']}",

@@ -122,6 +122,7 @@ class TrainerSuite:
     streaming_workers: int = MISSING
     seed: int = MISSING
     streaming_report_every: int = MISSING
+    streaming_baseline_epochs_per_pass: int = MISSING
     startup_steps: int = MISSING
     startup_variants: List[StartupVariant] = MISSING
 

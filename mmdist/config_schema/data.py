@@ -75,6 +75,7 @@ class Data:  # configs/data/default.yaml
     path: str = MISSING
     batch_size: int = MISSING
     shuffle_files: bool = MISSING
+    epochs_per_pass: int = MISSING
     limit: Optional[int] = MISSING
     ray_parquet_v2: bool = MISSING
     video: DataVideo = MISSING

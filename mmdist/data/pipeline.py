@@ -23,6 +23,7 @@ import collections
 import functools
 import json
 import os
+import sys
 import uuid
 from typing import Iterator
 
@@ -32,6 +33,7 @@ import ray
 
 from mmdist.config import ConfigError, check_section
 from mmdist.config_schema.data import Data
+from mmdist.contracts import MODALITIES
 from mmdist.data.decode import DecodeError, check_decode_config, decode_audio, decode_video
 from mmdist.data.schema import CLIP_SCHEMA, LABELS_TYPE, SchemaError
 from mmdist.data.shapes import batch_shapes
@@ -49,6 +51,8 @@ def check_data_config(cfg: dict) -> dict:
     check_decode_config(cfg)
     if cfg["batch_size"] < 1:
         raise ConfigError(f"data.batch_size must be >= 1, got {cfg['batch_size']}")
+    if cfg["epochs_per_pass"] < 1:
+        raise ConfigError(f"data.epochs_per_pass must be >= 1, got {cfg['epochs_per_pass']}")
     if cfg["limit"] is not None and cfg["limit"] < 1:
         raise ConfigError(f"data.limit must be >= 1 or null, got {cfg['limit']}")
     for key, smallest in (("concurrency", 1), ("batch_size", 1)):
@@ -124,7 +128,7 @@ class ClipDecoder:
         shards = _shard_names(table)
         _check_columns(table, self.keep_metadata, sorted(set(shards)))
         clip_ids = table.column("clip_id").to_pylist()
-        videos, audios, texts = (table.column(name).to_pylist() for name in ("video", "audio", "text"))
+        videos, audios, texts = (table.column(name).to_pylist() for name in MODALITIES)
         kept, decoded, drops = [], [], {}
         for row, clip_id in enumerate(clip_ids):
             try:
@@ -168,6 +172,36 @@ def report_drops(stats, drops: dict) -> None:
         ray.get(stats.record.remote(drops))
 
 
+_decode_imports_attempted = False
+
+
+def import_decode_libraries() -> None:
+    """Import torch and torchaudio (audio decoding) in this task worker, or end the worker if it cannot.
+
+    Ray Data cancels running tasks by raising KeyboardInterrupt in them (when a Train worker dies, a
+    split is torn down). Landing inside `import torch` it leaves torch half-initialised, and every
+    later import in that reused worker process fails ("function 'conv1d' already has a docstring",
+    "SystemError ... bad call flags"): each decode task it got would fail the whole dataset. Such a
+    worker exits instead; Ray Data retries a task whose worker died, in a fresh process."""
+    global _decode_imports_attempted
+    attempted_before, _decode_imports_attempted = _decode_imports_attempted, True
+    try:
+        import torch  # noqa: F401
+        import torchaudio  # noqa: F401
+    except Exception as err:
+        if not attempted_before:
+            raise
+        print(
+            f"[decode] an earlier torch import in this worker was interrupted ({type(err).__name__}: {err}); "
+            "exiting so that Ray retries the task in a fresh worker",
+            file=sys.stderr, flush=True,
+        )
+        os._exit(DECODE_WORKER_BROKEN_EXIT)
+
+
+DECODE_WORKER_BROKEN_EXIT = 75  # EX_TEMPFAIL: the task itself is fine, this process is not
+
+
 @functools.lru_cache(maxsize=4)
 def _process_decoder(cfg_json: str, train: bool, seed: int, keep_metadata: bool) -> ClipDecoder:
     """One decoder per worker process and setting (Ray reuses task workers: its setup is paid once)."""
@@ -185,6 +219,7 @@ def decode_task(
     A generator over the whole read block (map_batches batch_size=None) is what lets Ray Data fuse
     the read and the decode into one task: the encoded bytes never cross the object store.
     """
+    import_decode_libraries()
     decoder = _process_decoder(cfg_json, train, seed, keep_metadata)
     for start in range(0, table.num_rows, batch_size):
         batch, drops = decoder.decode_table(table.slice(start, batch_size))
@@ -202,7 +237,7 @@ def _shard_names(table: pa.Table) -> list[str]:
 
 def _check_columns(table: pa.Table, keep_metadata: bool, shards: list[str]) -> None:
     """The columns the decoder reads exist with CLIP_SCHEMA's types (a wrong shard is an error, not a drop)."""
-    needed = ["clip_id", "video", "audio", "text"] + (list(METADATA_COLUMNS[1:]) + ["labels"] if keep_metadata else [])
+    needed = ["clip_id", *MODALITIES] + (list(METADATA_COLUMNS[1:]) + ["labels"] if keep_metadata else [])
     for name in needed:
         expected = CLIP_SCHEMA.field(name).type
         if name not in table.column_names:
@@ -250,8 +285,32 @@ def build_dataset(
     # The plan holds this handle (a decode_task argument): the actor lives as long as the dataset.
     stats = DecodeStats.options(name=stats_name, get_if_exists=True).remote()
 
-    columns = ["clip_id", "video", "audio", "text"] + (list(METADATA_COLUMNS[1:]) + ["labels"] if keep_metadata else [])
-    shuffle = ray.data.FileShuffleConfig(seed=seed) if train and data_cfg["shuffle_files"] else None
+    columns = ["clip_id", *MODALITIES] + (list(METADATA_COLUMNS[1:]) + ["labels"] if keep_metadata else [])
+    # Training reads `epochs_per_pass` epochs in one pass (a union of that many reads, each with its own
+    # shard order): Ray Train's streaming_split starts the plan afresh on every pass, and a start is a
+    # wait of a second or more before the first batch (README, Benchmarks).
+    epochs = data_cfg["epochs_per_pass"] if train else 1
+    shuffle_seeds = [seed + epoch for epoch in range(epochs)]
+    epoch_datasets = [
+        _decoded_epoch(data_cfg, shards, filesystem, columns, train, seed, shuffle_seed, keep_metadata, stats)
+        for shuffle_seed in shuffle_seeds
+    ]
+    dataset = epoch_datasets[0].union(*epoch_datasets[1:]) if epochs > 1 else epoch_datasets[0]
+    # One output block per decoded batch, leaving as soon as it is decoded, instead of one block per read
+    # block (a whole shard: 256 clips before the first batch). Ray Data closes a block once it holds
+    # more than this many bytes and slices one only above 1.5x it: a full batch is 1.1x.
+    dataset.context.target_max_block_size = int(0.9 * data_cfg["decode"]["batch_size"] * clip_bytes(data_cfg))
+    dataset.decode_stats_name = stats_name
+    return dataset
+
+
+def _decoded_epoch(
+    data_cfg: dict, shards: list[str], filesystem, columns: list[str], train: bool, seed: int, shuffle_seed: int,
+    keep_metadata: bool, stats,
+) -> ray.data.Dataset:
+    """One epoch over the shards: read (files in an order drawn from `shuffle_seed` when training with
+    shuffle_files) fused with decode_task."""
+    shuffle = ray.data.FileShuffleConfig(seed=shuffle_seed) if train and data_cfg["shuffle_files"] else None
     decode = data_cfg["decode"]
     # one read task per shard: more concurrency than shards only draws Ray Data's warning
     read_tasks = min(decode["concurrency"], len(shards))
@@ -262,7 +321,7 @@ def build_dataset(
         dataset = dataset.limit(data_cfg["limit"])
     if data_cfg["ray_parquet_v2"]:  # V2 packs small shards into one read block: split it to reach every decode task
         dataset = dataset.repartition(target_num_rows_per_block=decode["batch_size"])
-    dataset = dataset.map_batches(
+    return dataset.map_batches(
         decode_task,
         fn_kwargs={
             "cfg_json": json.dumps(data_cfg, sort_keys=True),
@@ -278,12 +337,6 @@ def build_dataset(
         compute=ray.data.TaskPoolStrategy(size=read_tasks if fused else decode["concurrency"]),
         num_cpus=decode["num_cpus"],
     )
-    # One output block per decoded batch, leaving as soon as it is decoded, instead of one block per read
-    # block (a whole shard: 256 clips before the first batch). Ray Data closes a block once it holds
-    # more than this many bytes and slices one only above 1.5x it: a full batch is 1.1x.
-    dataset.context.target_max_block_size = int(0.9 * decode["batch_size"] * clip_bytes(data_cfg))
-    dataset.decode_stats_name = stats_name
-    return dataset
 
 
 def clip_bytes(cfg: dict) -> int:
@@ -330,12 +383,12 @@ def check_dataset(data_cfg: dict, storage_cfg: dict, seed: int, examples_per_rea
     decoded, present = 0, collections.Counter()
     for batch in dataset.iter_batches(batch_size=data_cfg["batch_size"], batch_format="numpy"):
         decoded += len(batch["has_video"])
-        for modality in ("video", "audio", "text"):
+        for modality in MODALITIES:
             present[modality] += int(batch[f"has_{modality}"].sum())
     drops = decode_drops(stats_name)
     reasons = dict(sorted(collections.Counter(reason for reason, _ in drops.values()).items()))
     summary = {"rows": decoded + len(drops), "decoded": decoded, "dropped": len(drops), "reasons": reasons}
-    lines = [f"{name}: present in {present[name]} of {decoded} decoded clips" for name in ("video", "audio", "text")]
+    lines = [f"{name}: present in {present[name]} of {decoded} decoded clips" for name in MODALITIES]
     shown = collections.Counter()
     for reason, message in sorted(drops.values()):
         if shown[reason] < examples_per_reason:

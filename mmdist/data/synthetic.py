@@ -26,6 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 
+from mmdist.contracts import MODALITIES
 from mmdist.data.media import encode_audio_flac, encode_video_mp4
 from mmdist.data.schema import CLIP_SCHEMA
 from mmdist.data.storage import default_endpoint, join_url, prepare_output, write_shard
@@ -48,7 +49,6 @@ TEMPLATES = (
     "someone {verb} the {noun}",
 )
 REGIONS = {"I": 1, "II": 2, "III": 3, "IV": 4}
-MODALITIES = ("video", "audio", "text")
 
 
 def verbs(num_verbs: int) -> tuple[Verb, ...]:

@@ -15,6 +15,7 @@ from itertools import permutations
 
 import numpy as np
 
+from mmdist.contracts import MODALITIES
 from mmdist.eval import codebook as cb
 from mmdist.eval.clustering import clustering_metrics, kmeans_labels
 from mmdist.eval.discovery import cosine_scores, discovery_curves, discovery_metrics
@@ -24,7 +25,7 @@ from mmdist.eval.retrieval import full_video_similarity, retrieval_metrics, samp
 
 
 def modalities_of(rows: dict) -> list[str]:
-    return [m for m in ("video", "audio", "text") if f"emb_{m}" in rows]
+    return [m for m in MODALITIES if f"emb_{m}" in rows]
 
 
 def label_ids(rows: dict, label: str) -> tuple[np.ndarray, list[str]]:

@@ -2,7 +2,8 @@
 
 `build_model(model_cfg, data_cfg)` reads `configs/model/<preset>.yaml` (the group's content,
 keys named `model.*` in errors) and the sizes it needs from the data config (`data.*`).
-`model(batch) -> dict` works on the local batch; the trainer gathers across ranks afterwards.
+`model(batch) -> ModelOutput` works on the local ClipBatch (both: mmdist/contracts.py); the trainer
+gathers across ranks afterwards.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from mmdist.config import (
     positive_number,
 )
 from mmdist.config_schema.model import Model
+from mmdist.contracts import MODALITIES, OWN_NARRATION, ClipBatch, ModelOutput, own_narration
 from mmdist.data.text import TOKENIZERS, vocabulary_size
 from mmdist.models.audio import build_audio_encoder
 from mmdist.models.batch import check_batch
@@ -32,8 +34,6 @@ from mmdist.models.heads import Decoder, FACHeads, GatedEmbedding
 from mmdist.models.layers import masked_pool
 from mmdist.models.text import build_text_encoder
 from mmdist.models.video import build_video_encoder
-
-MODALITIES = ("video", "audio", "text")
 
 
 class MultimodalModel(nn.Module):
@@ -72,7 +72,7 @@ class MultimodalModel(nn.Module):
         self.n_mels = n_mels
         self.vocab_size = vocab_size
 
-    def encode(self, batch: Mapping[str, torch.Tensor]) -> tuple[dict, dict, dict]:
+    def encode(self, batch: ClipBatch) -> tuple[dict, dict, dict]:
         """-> fine features H `[N, L, C]`, valid positions `[N, L]`, present `[B]` by modality.
 
         N is B for video and audio, B * P for text (every candidate narration is encoded).
@@ -94,14 +94,14 @@ class MultimodalModel(nn.Module):
             fine["text"], valid["text"] = self.encoders["text"](tokens.flatten(0, 1), real.flatten(0, 1))
         return fine, valid, present
 
-    def forward(self, batch: Mapping[str, torch.Tensor]) -> dict:
+    def forward(self, batch: ClipBatch) -> ModelOutput:
         size = check_batch(batch, self.modalities, self.n_mels, self.vocab_size)
         fine, valid, present = self.encode(batch)
         pooled = {m: masked_pool(fine[m], valid[m], self.encoders[m].pool) for m in self.modalities}  # [N, C]
         if "text" in pooled:
             pooled["text"] = pooled["text"].unflatten(0, (size, -1))  # [B, P, C_t]
 
-        out: dict = {"present": present}
+        out: ModelOutput = {"present": present, "embeddings": {}}
         if "text" in self.modalities:
             out["text_candidate_mask"] = batch["text_candidate_mask"] & present["text"].unsqueeze(1)  # [B, P]
         if self.fac is not None:
@@ -134,7 +134,8 @@ class MultimodalModel(nn.Module):
             # every candidate narration is quantised (eq. 3 in any slot), but only the clip's own one
             # steers the codebook: otherwise text weighs P times a clip in the EMA and dead-code counts
             candidates = fine["text"].shape[0] // size
-            counted = {"text": torch.arange(fine["text"].shape[0], device=fine["text"].device) % candidates == 0}
+            candidate = torch.arange(fine["text"].shape[0], device=fine["text"].device) % candidates
+            counted = {"text": candidate == OWN_NARRATION}
         codes = self.codes(fine, valid, counted)
         code_embeddings = {}
         out: dict = {"code_features": {}, "codebook": codes.codebook, "code_indices": {}, "code_mask": {},
@@ -142,8 +143,8 @@ class MultimodalModel(nn.Module):
         for m in self.modalities:
             normalised, mask, indices = codes.normalised[m], valid[m], codes.indices[m]
             code_embeddings[m] = codes.code_embedding[m]  # [B, D]
-            if m == "text":  # codes describe the clip's own narration, candidate 0
-                normalised, mask, indices = (x.unflatten(0, (size, -1))[:, 0] for x in (normalised, mask, indices))
+            if m == "text":  # codes describe the clip's own narration
+                normalised, mask, indices = (own_narration(x.unflatten(0, (size, -1))) for x in (normalised, mask, indices))
                 code_embeddings[m] = code_embeddings[m].unflatten(0, (size, -1))  # [B, P, D]
             out["code_features"][m] = normalised  # [B, L_m, D_code], 0 where not valid
             out["code_indices"][m] = indices  # [B, L_m], -1 where not valid
@@ -157,7 +158,7 @@ class MultimodalModel(nn.Module):
         for m in self.modalities:
             embedding, target = embeddings[m], pooled[m]
             if m == "text":
-                embedding, target = embedding[:, 0], target[:, 0]
+                embedding, target = own_narration(embedding), own_narration(target)
             out[m] = (self.decoders[m](embedding), target.detach())  # [B, C_m] each
         return out
 

@@ -10,10 +10,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from mmdist.config import ConfigError
 from mmdist.data.pipeline import ClipDecoder
 from mmdist.data.synthetic import actions
-from mmdist.config import ConfigError
-from mmdist.eval import check_eval_config, embed_batch, read_embeddings, to_torch_batch
+from mmdist.eval import check_eval_config, embed_batch, read_embeddings
 from tests.conftest import HELD_OUT_CLIPS
 
 
@@ -23,7 +23,7 @@ def single_process_rows(model, data_cfg: dict, data_path: str) -> dict[str, np.n
     table = pa.concat_tables([pq.read_table(shard) for shard in shards])
     batch, drops = ClipDecoder(data_cfg, train=False, seed=0, keep_metadata=True).decode_table(table)
     assert not drops
-    rows = embed_batch(model, to_torch_batch(batch))
+    rows = embed_batch(model, batch)
     order = np.argsort(batch["clip_id"])
     return {"clip_id": batch["clip_id"][order], **{name: value[order] for name, value in rows.items()}}
 
