@@ -270,8 +270,7 @@ class ModalityBatchNorm(nn.Module):
     this module already learns any scale.
     """
 
-    def __init__(self, dim: int, modalities: Sequence[str], eps: float = 1e-5, momentum: float = 0.1,
-                 affine: bool = False):
+    def __init__(self, dim: int, modalities: Sequence[str], eps: float, momentum: float, affine: bool = False):
         super().__init__()
         self.modalities = tuple(modalities)
         self.norms = nn.ModuleDict(

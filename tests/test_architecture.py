@@ -8,8 +8,8 @@ ALLOWED lists it with a reason.
 
 The layers, first to last (the shared modules at the top of mmdist/ are placed by what they import):
 
-    base        config, dist, runtime, ranks, tracking, contracts (the batch and output every layer
-                passes on): no mmdist import but each other
+    base        config, config_schema/, dist, runtime, ranks, tracking, contracts (the batch and output every
+                layer passes on): no mmdist import but each other
     storage     data/: schema, storage, media, tasks, ingest, synthetic world (writes clips)
     decode      data/: text, resample, decode, shapes, pipeline (reads clips into batches)
     models      models/, vq.py (the shared codebook)
@@ -38,6 +38,7 @@ LAYERS = ("base", "storage", "decode", "models", "objectives", "measures", "trai
 # Where each file sits: the longest matching path prefix wins. A new file without a place fails the test.
 PLACES = {
     "mmdist/config.py": "base",
+    "mmdist/config_schema/": "base",
     "mmdist/dist.py": "base",
     "mmdist/runtime.py": "base",
     "mmdist/ranks.py": "base",

@@ -31,55 +31,35 @@ import numpy as np
 import pyarrow as pa
 import ray
 
+from mmdist.config import ConfigError, check_section
+from mmdist.config_schema.data import Data
 from mmdist.contracts import MODALITIES
-from mmdist.data.decode import (
-    AUDIO_CONFIG_KEYS,
-    LIMIT_CONFIG_KEYS,
-    VIDEO_CONFIG_KEYS,
-    DecodeError,
-    check_config_keys,
-    check_decode_config,
-    decode_audio,
-    decode_video,
-)
+from mmdist.data.decode import DecodeError, check_decode_config, decode_audio, decode_video
 from mmdist.data.schema import CLIP_SCHEMA, LABELS_TYPE, SchemaError
 from mmdist.data.shapes import batch_shapes
 from mmdist.data.storage import require_shards, resolve_filesystem
-from mmdist.data.text import TEXT_CONFIG_KEYS, tokenize
+from mmdist.data.text import tokenize
 
-DATA_CONFIG_KEYS = {
-    "path": str,
-    "batch_size": int,
-    "limit": (int, type(None)),
-    "shuffle_files": bool,
-    "epochs_per_pass": int,
-    "ray_parquet_v2": bool,
-    "video": VIDEO_CONFIG_KEYS,
-    "audio": AUDIO_CONFIG_KEYS,
-    "text": TEXT_CONFIG_KEYS,
-    "limits": LIMIT_CONFIG_KEYS,
-    "decode": {"concurrency": int, "num_cpus": (int, float), "batch_size": int},
-}
 METADATA_COLUMNS = ("clip_id", "source_id", "start_s", "end_s")
 LABEL_COLUMNS = tuple(f"label_{field.name}" for field in LABELS_TYPE)  # keep_metadata: the labels struct, flattened
 SHARD_COLUMN = "path"  # added by read_parquet(include_paths=True): names the shard in messages
 
 
 def check_data_config(cfg: dict) -> dict:
-    """Validate the whole `data` config (keys, types, values); errors name the key. Returns cfg."""
-    check_config_keys(cfg, DATA_CONFIG_KEYS, "data")
+    """Validate the whole `data` config (keys and types: the config schema; values); errors name the key. Returns cfg."""
+    cfg = check_section(cfg, Data, "data")
     check_decode_config(cfg)
     if cfg["batch_size"] < 1:
-        raise ValueError(f"data.batch_size must be >= 1, got {cfg['batch_size']}")
+        raise ConfigError(f"data.batch_size must be >= 1, got {cfg['batch_size']}")
     if cfg["epochs_per_pass"] < 1:
-        raise ValueError(f"data.epochs_per_pass must be >= 1, got {cfg['epochs_per_pass']}")
+        raise ConfigError(f"data.epochs_per_pass must be >= 1, got {cfg['epochs_per_pass']}")
     if cfg["limit"] is not None and cfg["limit"] < 1:
-        raise ValueError(f"data.limit must be >= 1 or null, got {cfg['limit']}")
+        raise ConfigError(f"data.limit must be >= 1 or null, got {cfg['limit']}")
     for key, smallest in (("concurrency", 1), ("batch_size", 1)):
         if cfg["decode"][key] < smallest:
-            raise ValueError(f"data.decode.{key} must be >= {smallest}, got {cfg['decode'][key]}")
+            raise ConfigError(f"data.decode.{key} must be >= {smallest}, got {cfg['decode'][key]}")
     if cfg["decode"]["num_cpus"] <= 0:
-        raise ValueError(f"data.decode.num_cpus must be > 0, got {cfg['decode']['num_cpus']}")
+        raise ConfigError(f"data.decode.num_cpus must be > 0, got {cfg['decode']['num_cpus']}")
     return cfg
 
 

@@ -59,6 +59,7 @@ def retrieval_section(rows: dict, cfg: dict, seed: int, groups: np.ndarray | Non
             rows[candidate_column][keep],
             cfg["similarity"],
             cfg["chunk_size"],
+            cfg["rank_block"],
             cfg["retrieval"]["num_candidates"],
             cfg["retrieval"]["draws"],
             seed,

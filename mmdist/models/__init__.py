@@ -7,7 +7,6 @@ batch a ClipBatch (mmdist/contracts.py) that `to_clip_batch` makes of Ray Data's
 from mmdist.models.audio import AudioEncoder
 from mmdist.models.batch import BatchError, check_batch, to_clip_batch
 from mmdist.models.codes import CodeBranch
-from mmdist.models.config import ModelConfigError
 from mmdist.models.deflation import ImageEncoder, deflate_video_encoder, fit_deflation, video_features
 from mmdist.models.heads import Decoder, FACHeads, GatedEmbedding
 from mmdist.models.model import MultimodalModel, build_model
@@ -23,7 +22,6 @@ __all__ = [
     "FACHeads",
     "GatedEmbedding",
     "ImageEncoder",
-    "ModelConfigError",
     "MultimodalModel",
     "TextEncoder",
     "VideoEncoder",

@@ -13,44 +13,27 @@ from collections.abc import Mapping
 import torch
 from torch import nn
 
-from mmdist.contracts import MODALITIES, OWN_NARRATION, ClipBatch, ModelOutput, own_narration
-from mmdist.data.text import TOKENIZERS, vocabulary_size
-from mmdist.models.audio import build_audio_encoder
-from mmdist.models.batch import check_batch
-from mmdist.models.codes import CodeBranch
-from mmdist.models.config import (
-    ModelConfigError,
+from mmdist.config import (
+    ConfigError,
     boolean,
+    check_section,
     lookup,
     non_negative_number,
     one_of,
     positive_int,
     positive_ints,
     positive_number,
-    section,
 )
+from mmdist.config_schema.model import Model
+from mmdist.contracts import MODALITIES, OWN_NARRATION, ClipBatch, ModelOutput, own_narration
+from mmdist.data.text import TOKENIZERS, vocabulary_size
+from mmdist.models.audio import build_audio_encoder
+from mmdist.models.batch import check_batch
+from mmdist.models.codes import CodeBranch
 from mmdist.models.heads import Decoder, FACHeads, GatedEmbedding
 from mmdist.models.layers import masked_pool
 from mmdist.models.text import build_text_encoder
 from mmdist.models.video import build_video_encoder
-
-MODEL_KEYS = (
-    "name",
-    "modalities",
-    "embed_dim",
-    "video",
-    "audio",
-    "text",
-    "codebook",
-    "head",
-    "fac",
-    "reconstruction",
-    "reconstruction_hidden_dim",
-    "init_checkpoint",
-)
-CODEBOOK_KEYS = ("enabled", "num_codes", "dim", "decay", "dead_after", "commitment", "reset_noise", "seed",
-                 "video_grid", "audio_positions_per_code", "with_continuous", "ema_text")
-FAC_KEYS = ("fine_dim", "coarse_dim")
 
 
 class MultimodalModel(nn.Module):
@@ -196,21 +179,21 @@ def _data_sizes(data_cfg: Mapping, modalities: list[str]) -> dict:
 
 def _modalities(value) -> list[str]:
     if isinstance(value, str) or not all(m in MODALITIES for m in value) or len(set(value)) != len(value):
-        raise ModelConfigError(f"model.modalities must list distinct names among {list(MODALITIES)}, got {value!r}")
+        raise ConfigError(f"model.modalities must list distinct names among {list(MODALITIES)}, got {value!r}")
     if len(value) < 2:
-        raise ModelConfigError(f"model.modalities needs at least two modalities to align, got {list(value)}")
+        raise ConfigError(f"model.modalities needs at least two modalities to align, got {list(value)}")
     return [m for m in MODALITIES if m in value]
 
 
 def build_model(model_cfg: Mapping, data_cfg: Mapping) -> MultimodalModel:
     """Build the model of `configs/model/<preset>.yaml` for the input sizes of the data config."""
-    cfg = section(model_cfg, "model", MODEL_KEYS)
+    cfg = check_section(model_cfg, Model, "model")  # every key, and each encoder's by its backbone
     modalities = _modalities(cfg["modalities"])
     sizes = _data_sizes(data_cfg, modalities)
     head = one_of(cfg["head"], ("joint", "fac"), "model.head")
     reconstruction = boolean(cfg["reconstruction"], "model.reconstruction")
     if cfg["init_checkpoint"] is not None and not isinstance(cfg["init_checkpoint"], str):
-        raise ModelConfigError(f"model.init_checkpoint must be null or a path, got {cfg['init_checkpoint']!r}")
+        raise ConfigError(f"model.init_checkpoint must be null or a path, got {cfg['init_checkpoint']!r}")
 
     encoders = nn.ModuleDict()
     if "video" in modalities:
@@ -224,11 +207,11 @@ def build_model(model_cfg: Mapping, data_cfg: Mapping) -> MultimodalModel:
     widths = {m: encoders[m].out_channels for m in modalities}
 
     embed_dim = positive_int(cfg["embed_dim"], "model.embed_dim")
-    fac_cfg = section(cfg["fac"], "model.fac", FAC_KEYS)
+    fac_cfg = cfg["fac"]
     embedding_heads, fac = None, None
     if head == "fac":
         if "video" not in modalities:
-            raise ModelConfigError("model.head = fac needs video in model.modalities (vision is the FAC hub)")
+            raise ConfigError("model.head = fac needs video in model.modalities (vision is the FAC hub)")
         fine_dim = positive_int(fac_cfg["fine_dim"], "model.fac.fine_dim")
         # In FAC mode the embeddings are the coarse S_vat vectors; model.embed_dim is the joint head's.
         embed_dim = positive_int(fac_cfg["coarse_dim"], "model.fac.coarse_dim")
@@ -259,18 +242,17 @@ def build_model(model_cfg: Mapping, data_cfg: Mapping) -> MultimodalModel:
 def _build_codes(
     cfg: Mapping, widths: Mapping[str, int], embed_dim: int, head: str, video_grid: tuple | None
 ) -> CodeBranch | None:
-    section(cfg, "model.codebook", CODEBOOK_KEYS)
     if not boolean(cfg["enabled"], "model.codebook.enabled"):
         return None
     if head == "fac":
-        raise ModelConfigError(
+        raise ConfigError(
             "model.codebook.enabled = true needs model.head = joint (CMCM eq. 3 adds f_code to the joint embedding)"
         )
     decay = positive_number(cfg["decay"], "model.codebook.decay")
     if decay >= 1:
-        raise ModelConfigError(f"model.codebook.decay must be in (0, 1), got {decay}")
+        raise ConfigError(f"model.codebook.decay must be in (0, 1), got {decay}")
     if isinstance(cfg["seed"], bool) or not isinstance(cfg["seed"], int):
-        raise ModelConfigError(f"model.codebook.seed must be an integer, got {cfg['seed']!r}")
+        raise ConfigError(f"model.codebook.seed must be an integer, got {cfg['seed']!r}")
     return CodeBranch(
         widths,
         embed_dim,
@@ -286,6 +268,8 @@ def _build_codes(
         audio_positions_per_code=positive_int(cfg["audio_positions_per_code"], "model.codebook.audio_positions_per_code"),
         with_continuous=boolean(cfg["with_continuous"], "model.codebook.with_continuous"),
         ema_text=one_of(cfg["ema_text"], ("own", "all"), "model.codebook.ema_text"),
+        norm_momentum=non_negative_number(cfg["norm_momentum"], "model.codebook.norm_momentum"),
+        norm_eps=positive_number(cfg["norm_eps"], "model.codebook.norm_eps"),
     )
 
 
@@ -300,4 +284,4 @@ def _code_grid(value, encoder_grid: tuple | None) -> tuple | None:
 
 def _check_reaches(stride: int, size: int, model_key: str, data_key: str) -> None:
     if size < stride:
-        raise ModelConfigError(f"{data_key} = {size} is smaller than the total stride {stride} of {model_key}")
+        raise ConfigError(f"{data_key} = {size} is smaller than the total stride {stride} of {model_key}")

@@ -25,56 +25,36 @@ from typing import Mapping
 
 import torch
 
+from mmdist.config import ConfigError, check_section
+from mmdist.config_schema.model import RECIPES
 from mmdist.contracts import MODALITIES, ModelOutput, clip_vectors, own_narration
 from mmdist.objectives.clustering import OnlineKMeans, cluster_loss, reconstruction_loss
 from mmdist.objectives.code_matching import cmcm_loss
 from mmdist.objectives.consensus import INVERSES, consensus_loss
 from mmdist.objectives.contrastive import info_nce, mil_nce, mms_loss
 
-_MC3_KEYS = {"temperature", "anchor", "consensus_alphas", "consensus_inverse", "consensus_weight", "align_steps",
-             "refine_contrastive"}
-RECIPE_KEYS: dict[str, set[str]] = {
-    "cmcm": {"mms_margin", "cmcm_alpha"},
-    "mc3": _MC3_KEYS,
-    "mc3_vq": _MC3_KEYS | {"cmcm_alpha"},
-    "mcn": {"mms_margin", "cluster_margin", "cluster_weight", "reconstruct_weight", "kmeans"},
-    "mmv": {"temperature", "lambda_va", "lambda_vt"},
-}
-KMEANS_KEYS = {"num_clusters", "queue_batches", "refit_every", "iters"}
+KMEANS_KEYS = ("num_clusters", "queue_batches", "refit_every", "iters")  # OnlineKMeans arguments
 
 
 def validate_recipe(recipe: Mapping) -> None:
-    """Raise ValueError naming the first unknown, missing or inconsistent `recipe.*` key."""
-    name = recipe.get("name")
-    if name not in RECIPE_KEYS:
-        raise ValueError(f"recipe.name must be one of {sorted(RECIPE_KEYS)}, got {name!r}")
-    expected = RECIPE_KEYS[name] | {"name", "modalities"}
-    for key in recipe:
-        if key not in expected:
-            raise ValueError(f"recipe.{key}: unknown key for recipe {name!r} (expected {sorted(expected)})")
-    for key in sorted(expected):
-        if key not in recipe:
-            raise ValueError(f"recipe.{key}: missing for recipe {name!r}")
-    modalities = list(recipe["modalities"])
+    """Raise ConfigError naming the first unknown, missing or inconsistent `recipe.*` key: its keys and
+    types by the config schema's class of `recipe.name` (mmdist/config_schema/), then its values."""
+    recipe = check_section(recipe, RECIPES, "recipe")
+    name, modalities = recipe["name"], list(recipe["modalities"])
     if len(modalities) < 2 or len(set(modalities)) != len(modalities) or not set(modalities) <= set(MODALITIES):
-        raise ValueError(f"recipe.modalities: need 2-3 distinct names from {MODALITIES}, got {modalities}")
+        raise ConfigError(f"recipe.modalities: need 2-3 distinct names from {MODALITIES}, got {modalities}")
     if name in ("mc3", "mc3_vq"):
         if recipe["anchor"] not in modalities:
-            raise ValueError(f"recipe.anchor: {recipe['anchor']!r} is not in recipe.modalities {modalities}")
+            raise ConfigError(f"recipe.anchor: {recipe['anchor']!r} is not in recipe.modalities {modalities}")
         others = {m for m in modalities if m != recipe["anchor"]}
         if set(recipe["consensus_alphas"]) != others:
-            raise ValueError(f"recipe.consensus_alphas: need exactly the non-anchor modalities {sorted(others)}, "
-                             f"got {sorted(recipe['consensus_alphas'])}")
+            raise ConfigError(f"recipe.consensus_alphas: need exactly the non-anchor modalities {sorted(others)}, "
+                              f"got {sorted(recipe['consensus_alphas'])}")
         if recipe["consensus_inverse"] not in INVERSES:
-            raise ValueError(f"recipe.consensus_inverse must be one of {list(INVERSES)}, "
-                             f"got {recipe['consensus_inverse']!r}")
-    if name == "mcn":
-        kmeans = recipe["kmeans"]
-        for key in sorted(set(kmeans) ^ KMEANS_KEYS):
-            state = "unknown" if key in kmeans else "missing"
-            raise ValueError(f"recipe.kmeans.{key}: {state} (expected {sorted(KMEANS_KEYS)})")
+            raise ConfigError(f"recipe.consensus_inverse must be one of {list(INVERSES)}, "
+                              f"got {recipe['consensus_inverse']!r}")
     if name == "mmv" and "video" not in modalities:
-        raise ValueError("recipe.modalities: mmv pairs every modality with video, which is missing")
+        raise ConfigError("recipe.modalities: mmv pairs every modality with video, which is missing")
 
 
 def kmeans_from_recipe(recipe: Mapping, dim: int, seed: int) -> OnlineKMeans | None:
@@ -93,8 +73,8 @@ def recipe_loss(
     Returns (total, terms): terms maps each term's UNWEIGHTED value (`loss_mms`,
     `loss_cmcm`, ...) to a float, plus `stage` (0 align, 1 refine) for mc3 recipes;
     the total itself is not repeated there. See the module docstring for each recipe.
+    The recipe is checked once, before training (`validate_recipe` at start-up), not at every step.
     """
-    validate_recipe(recipe)
     out = _Outputs(outputs, list(recipe["modalities"]), needs_embeddings=recipe["name"] != "mmv")
     compose = {"cmcm": _cmcm, "mc3": _mc3, "mc3_vq": _mc3, "mcn": _mcn, "mmv": _mmv}[recipe["name"]]
     total, terms = compose(recipe, out, step, kmeans)

@@ -15,6 +15,7 @@ import pytest
 import ray
 import torch
 
+from mmdist.config import ConfigError
 from mmdist.data.decode import decode_audio, decode_video
 from mmdist.data.pipeline import (
     DECODE_WORKER_BROKEN_EXIT,
@@ -163,9 +164,9 @@ def test_ledger_counts_each_record_once():
 
 
 def test_config_is_checked_before_any_work(data_cfg):
-    with pytest.raises(KeyError, match=r"data\.decode\.concurrency"):
+    with pytest.raises(ConfigError, match=r"data\.decode\.concurrency: missing key"):
         check_data_config({**data_cfg, "decode": {"num_cpus": 1.0, "batch_size": 4}})
-    with pytest.raises(KeyError, match=r"data\.shuffle"):
+    with pytest.raises(ConfigError, match=r"data\.shuffle: unknown key"):
         check_data_config({**data_cfg, "shuffle": True})
     with pytest.raises(ValueError, match=r"data\.decode\.concurrency"):
         check_data_config({**data_cfg, "decode": {**data_cfg["decode"], "concurrency": 0}})

@@ -10,6 +10,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from mmdist.config import ConfigError
 from mmdist.data.pipeline import ClipDecoder
 from mmdist.data.synthetic import actions
 from mmdist.eval import check_eval_config, embed_batch, read_embeddings
@@ -49,8 +50,8 @@ def test_two_actors_write_what_one_process_computes(untrained_eval, learning_wor
 def test_eval_config_errors_name_the_key(job_cfg):
     eval_cfg = job_cfg("evaluate", ("checkpoint=unused",))["eval"]
     del eval_cfg["retrieval"]["draws"]
-    with pytest.raises(KeyError, match="eval.retrieval.draws"):
+    with pytest.raises(ConfigError, match="eval.retrieval.draws: missing key"):
         check_eval_config(eval_cfg)
     eval_cfg = job_cfg("evaluate", ("checkpoint=unused", "eval.chunk_size=big"))["eval"]
-    with pytest.raises(TypeError, match="eval.chunk_size"):
+    with pytest.raises(ConfigError, match="eval.chunk_size: must be int, got 'big'"):
         check_eval_config(eval_cfg)
