@@ -164,7 +164,8 @@ def with_retries(operation: Callable[[], T], what: str, retries: int | None, bac
                 elapsed = time.monotonic() - start
                 raise OSError(f"{what} failed after {attempt + 1} attempt(s) in {elapsed:.1f} s: {err}") from err
             sleep_s = (backoff_s or 0.0) * 2**attempt
-            log.warning("%s: attempt %d of %d failed, retrying in %.2f s: %s", what, attempt + 1, attempts, sleep_s, err)
+            log.warning("%s: attempt %d of %d failed, retrying in %.2f s: %s",
+                        what, attempt + 1, attempts, sleep_s, err)
             time.sleep(sleep_s)
     raise AssertionError("unreachable")
 

@@ -33,7 +33,10 @@ OBJECT_STORE_MB = 96  # Ray's minimum is 75 MB
 SHARDS, CLIPS_PER_SHARD = 16, 12
 MICRO_BATCH = 8  # data.batch_size 16 over 2 train workers
 STEP_S = 0.02  # the consumer's "training step"
-DATA_OVERRIDES = {"video.resize": 224, "video.size": 224, "decode.batch_size": 8, "batch_size": 16}
+# One epoch per pass (training's default, data.epochs_per_pass 8, would decode the world 8 times).
+DATA_OVERRIDES = {
+    "video.resize": 224, "video.size": 224, "decode.batch_size": 8, "batch_size": 16, "epochs_per_pass": 1,
+}
 
 
 def write_world(source_dir: str, out_dir: str) -> int:

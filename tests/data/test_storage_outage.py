@@ -45,7 +45,8 @@ def s3_world(outage_ray, synthetic_dir, s3_server):
     """SHARDS shards of CLIPS_PER_SHARD clips on the moto server (the 24 synthetic clips, cycled, fresh ids)."""
     import pyarrow.fs as pafs
 
-    source = [row for path in list_shards(synthetic_dir) for row in read_shard(path, pafs.LocalFileSystem()).to_pylist()]
+    local = pafs.LocalFileSystem()
+    source = [row for path in list_shards(synthetic_dir) for row in read_shard(path, local).to_pylist()]
     url = f"s3://{s3_server.create_bucket()}/world"
     ids = []
     for shard in range(SHARDS):
@@ -97,7 +98,9 @@ def epoch(dataset, on_first_batch) -> tuple[collections.Counter, float]:
 
 
 def small_decode(data_cfg: dict, url: str) -> dict:
-    return {**data_cfg, "path": url, "decode": {**data_cfg["decode"], "concurrency": 2, "batch_size": 2}}
+    """One epoch per pass (training's default reads data.epochs_per_pass of them: each clip that many times)."""
+    decode = {**data_cfg["decode"], "concurrency": 2, "batch_size": 2}
+    return {**data_cfg, "path": url, "epochs_per_pass": 1, "decode": decode}
 
 
 def test_store_down_mid_epoch_every_clip_is_seen_exactly_once(outage_ray, data_cfg, s3_world, proxy, capfd):
