@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from mmdist.models.checkpoint import RUN_CONFIG_FILE, deepspeed_weights_only
+from mmdist.models.checkpoint import RUN_CONFIG_FILE, deepspeed_weights_only, write_manifest
 
 PRECISIONS = ("fp32", "bf16")
 
@@ -102,16 +102,22 @@ def save_checkpoint(engine, step: int, client_state: dict, run_config: dict):
     """Write a DeepSpeed checkpoint on every rank and return it as a `ray.train.Checkpoint`.
 
     Each rank writes into its own temporary folder; Ray Train merges the folders of all ranks into
-    one checkpoint directory in the run's storage (local or s3://). Rank 0 adds the run's config
-    (secrets redacted), so evaluation and warm start can rebuild the model from the folder alone.
+    one checkpoint directory in the run's storage (local or s3://).
+    Rank 0 adds the run's config (secrets redacted), so evaluation and warm start can rebuild the
+    model from the folder alone. Each rank's manifest (mmdist.models.checkpoint.write_manifest),
+    written last, lists its files: a folder missing any part of any rank is refused on resume and
+    by evaluation.
     """
     from ray.train import Checkpoint
 
     folder = tempfile.mkdtemp(prefix=f"mmdist-ckpt-{step}-")
-    engine.save_checkpoint(folder, tag=f"step_{step:08d}", client_state=dict(client_state, step=step))
+    tag = f"step_{step:08d}"
+    engine.save_checkpoint(folder, tag=tag, client_state=dict(client_state, step=step))
     if engine.global_rank == 0:
         with open(os.path.join(folder, RUN_CONFIG_FILE), "w") as handle:
             json.dump(run_config, handle, indent=1)
+    write_manifest(folder, engine.global_rank, engine.world_size, step=step, tag=tag,
+                   zero_stage=engine.zero_optimization_stage())
     return Checkpoint.from_directory(folder)
 
 
