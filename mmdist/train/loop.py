@@ -27,7 +27,15 @@ from mmdist.models import build_model, load_matching_state_dict
 from mmdist.objectives import kmeans_from_recipe, recipe_loss, with_code_probs
 from mmdist.models.checkpoint import load_model_state, local_checkpoint_dir
 from mmdist.models.pretrained import load_pretrained
-from mmdist.train.engine import build_engine, load_checkpoint, micro_batch_size, save_checkpoint
+from mmdist.train.engine import (
+    build_engine,
+    checkpoint_uploader,
+    load_checkpoint,
+    micro_batch_size,
+    parse_fault,
+    resume_checkpoint,
+    save_checkpoint,
+)
 from mmdist.train.gather import gather_outputs
 from mmdist.train.sync_batchnorm import convert_to_global_batchnorm
 from mmdist.train.metrics import StepTimer, in_batch_recall_at_1, mean_across_ranks
@@ -46,11 +54,13 @@ def train_loop_per_worker(config: dict) -> None:
     trainer_cfg, recipe_cfg = config["trainer"], config["recipe"]
     context = ray.train.get_context()
     rank, world = context.get_world_rank(), context.get_world_size()
+    checkpoint, saved, lines = resume_checkpoint()  # the newest complete one; cut-short ones are deleted
+    for line in lines:
+        say(line)
     engine, micro_batch = setup_engine(config, world, log=rank == 0)
     kmeans = kmeans_from_recipe(recipe_cfg, dim=config["model"]["embed_dim"], seed=config["seed"])
 
     step, history = 0, []
-    checkpoint = ray.train.get_checkpoint()
     if checkpoint is not None:
         state = load_checkpoint(engine, checkpoint)
         step, history = state["step"], state["history"]
@@ -68,6 +78,7 @@ def train_loop_per_worker(config: dict) -> None:
     global_batch = config["data"]["batch_size"]
     validation_every = config["validation"]["every"] if config["validation"]["path"] else 0
     skips = NonFiniteSkips(trainer_cfg["nonfinite"], trainer_cfg["max_consecutive_skips"])
+    upload = checkpoint_uploader(parse_fault(trainer_cfg["fault_injection"]))
     while step < max_steps:
         micro = 0
         while micro < trainer_cfg["grad_accum_steps"]:
@@ -112,7 +123,8 @@ def train_loop_per_worker(config: dict) -> None:
             metrics_log.append.remote(metrics)
         saving = step % trainer_cfg["checkpoint_every"] == 0 or step == max_steps
         client_state = {"history": history, "kmeans": kmeans.state_dict() if kmeans is not None else None}
-        ray.train.report(metrics, checkpoint=save_checkpoint(engine, step, client_state, redact(config)) if saving else None)
+        ray.train.report(metrics, checkpoint=save_checkpoint(engine, step, client_state, redact(config)) if saving else None,
+                         checkpoint_upload_fn=upload, delete_local_checkpoint_after_upload=True)
         sums = defaultdict(float)
 
 
