@@ -20,6 +20,8 @@ from mmdist.models.checkpoint import (
     IncompleteCheckpointError,
     RUN_CONFIG_FILE,
     deepspeed_weights_only,
+    latest_tag,
+    load_model_state,
     read_manifests,
     require_complete,
     write_manifest,
@@ -251,3 +253,33 @@ def load_checkpoint(engine, checkpoint) -> dict:
     if path is None:
         raise RuntimeError(f"no DeepSpeed checkpoint found in {checkpoint.path}")
     return client_state
+
+
+def read_for_another_world(checkpoint) -> tuple[dict, dict]:
+    """What a run resumes from when its world size differs from the checkpoint's under ZeRO 1-3:
+    (the consolidated fp32 model state, parameters and buffers; what DeepSpeed saved beside the
+    module on rank 0: the LR scheduler, its step counters and our client state).
+
+    DeepSpeed 0.19 refuses to load ZeRO optimizer partitions into another data-parallel world size
+    (`DeepSpeedEngine._load_zero_checkpoint`: "Automatic adjustment of ZeRO's optimizer state
+    partitioning with a new world size is not currently supported"); the weights are consolidated
+    instead (ZeRO-3 shards through deepspeed.utils.zero_to_fp32) and the optimizer state restarts."""
+    with checkpoint.as_directory() as folder:
+        weights = load_model_state(folder)
+        tag_dir = os.path.join(folder, latest_tag(folder))
+        names = ("mp_rank_00_model_states.pt", "zero_pp_rank_0_mp_rank_00_model_states.pt")
+        path = next(os.path.join(tag_dir, name) for name in names if os.path.exists(os.path.join(tag_dir, name)))
+        with deepspeed_weights_only(folder):
+            saved = torch.load(path, map_location="cpu")
+    saved.pop("module", None)
+    return weights, saved
+
+
+def restore_engine_state(engine, saved: dict) -> dict:
+    """The LR schedule and step counters of `read_for_another_world` into a fresh engine; returns the
+    saved state (our client state is in it: step, history, kmeans)."""
+    engine.lr_scheduler.load_state_dict(saved["lr_scheduler"])
+    # the optimizer's learning rate of that iteration (a restored optimizer state would carry it)
+    engine.lr_scheduler.step(engine.lr_scheduler.last_batch_iteration)
+    engine.global_steps, engine.global_samples = saved["global_steps"], saved["global_samples"]
+    return saved

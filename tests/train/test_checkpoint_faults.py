@@ -6,7 +6,8 @@ storage: after writing it locally, before uploading anything (local storage, ZeR
 uploading its optimizer shard, before its manifest (S3, ZeRO-1). The run fails (max_failures=0) and leaves the step-2 folder partial; then:
 - evaluation pointed at that folder fails before Ray starts, naming the folder and what is missing;
 - the run started again resumes from step 1 (the last complete checkpoint), deletes the partial
-  folder and finishes.
+  folder and finishes. The local case resumes with 1 worker under ZeRO-3 (a node lost for good:
+  the checkpoint of 2 workers is consolidated, mmdist.train.engine.read_for_another_world).
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ pytestmark = pytest.mark.slow
 
 CASES = {
     # storage, ZeRO stage, files rank 1 uploads before it is killed, workers of the run started again
-    "local": types.SimpleNamespace(storage="local", zero_stage=3, files=0, resume_workers=2),
+    "local": types.SimpleNamespace(storage="local", zero_stage=3, files=0, resume_workers=1),
     "s3": types.SimpleNamespace(storage="s3", zero_stage=1, files=1, resume_workers=2),
 }
 
