@@ -91,22 +91,30 @@ class OutageProxy:
             threading.Thread(target=self._pump, args=(upstream, client, False), daemon=True).start()
 
     def _pump(self, source: socket.socket, sink: socket.socket, from_client: bool) -> None:
-        try:
-            while data := source.recv(65536):
-                if from_client:
-                    now = time.monotonic()
-                    for method, path in REQUEST_LINE.findall(data):
-                        self.requests.append((now, method.decode(), path.decode()))
-                sink.sendall(data)
-        except OSError:
-            pass
-        finally:
-            for sock in (source, sink):
-                try:
-                    sock.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
-            source.close()
+        pump(source, sink, on_data=self._note_requests if from_client else None)
+
+    def _note_requests(self, data: bytes) -> None:
+        now = time.monotonic()
+        for method, path in REQUEST_LINE.findall(data):
+            self.requests.append((now, method.decode(), path.decode()))
+
+
+def pump(source: socket.socket, sink: socket.socket, on_data=None) -> None:
+    """Forward source -> sink until either side closes; then shut both down. `on_data(bytes)` sees each chunk."""
+    try:
+        while data := source.recv(65536):
+            if on_data is not None:
+                on_data(data)
+            sink.sendall(data)
+    except OSError:
+        pass
+    finally:
+        for sock in (source, sink):
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        source.close()
 
 
 def reset(sock: socket.socket) -> None:

@@ -14,7 +14,7 @@ import shutil
 
 import pytest
 
-from tests.train.test_engine import _result_of
+from tests.train.test_engine import _result_of, by_value
 
 pytestmark = pytest.mark.slow
 STAGES = (1, 2, 3)
@@ -70,7 +70,7 @@ def _rank(rank: int, world: int, port: int, trainer_cfg: dict, resume: dict | No
         result["lr"] = engine.get_lr()[0]
         result["folder"] = save_checkpoint(engine, step, {"history": history, "kmeans": None}, {"model": {}, "trainer": cfg}).path
         results[stage] = result
-    queue.put((rank, results))
+    queue.put(by_value((rank, results)))
     torch.distributed.destroy_process_group()
 
 
