@@ -119,7 +119,7 @@ def _check_types(value: Any, kind: Any, path: str, choice: str | None = None) ->
             _check_types(value, next(arg for arg in args if arg is not type(None)), path)
         return
     if origin in (list, Sequence):
-        if not isinstance(value, list):
+        if not isinstance(value, (list, ListConfig)):  # ListConfig: a section given as dict(cfg.model) keeps OmegaConf lists
             raise ConfigError(f"{path}: must be a list, got {value!r}")
         for index, item in enumerate(value):
             _check_types(item, args[0], f"{path}[{index}]")
