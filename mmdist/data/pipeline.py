@@ -103,6 +103,11 @@ class DropLedger:
 DecodeStats = ray.remote(num_cpus=0)(DropLedger)
 
 
+def new_stats_name(prefix: str = "mmdist-decode-stats") -> str:
+    """A fresh name for a dataset's DecodeStats actor (`build_dataset(stats_name=...)`)."""
+    return f"{prefix}-{uuid.uuid4().hex[:12]}"
+
+
 def decode_stats(name: str) -> dict[str, int]:
     """`{reason: count}` of the records dropped so far by the pipeline whose stats actor is `name`."""
     return ray.get(ray.get_actor(name).counts.remote())
@@ -253,22 +258,20 @@ def build_dataset(
     storage_cfg: dict,
     train: bool,
     seed: int,
+    stats_name: str,
     keep_metadata: bool = False,
-    stats_name: str | None = None,
 ) -> ray.data.Dataset:
     """The lazy, streaming dataset of decoded clips under `data.path` (batches: `batch_shapes`).
 
     `stats_name` names the DecodeStats actor counting dropped records (read it with
     `decode_stats(name)`, from any process of the Ray job: a Train worker, the driver). Pass
-    a name unique to the run and split when runs share a cluster (Tune trials); None makes a
-    fresh one. Either way the name is on the returned dataset as `decode_stats_name`. An
-    existing actor of that name is reused, so counts add up over rebuilds of the same run.
+    a name unique to the run and split when runs share a cluster (Tune trials): `new_stats_name()`.
+    An existing actor of that name is reused, so counts add up over rebuilds of the same run.
     """
     check_data_config(data_cfg)
     endpoint_url, retries = storage_cfg["endpoint_url"], storage_cfg["retries"]
     filesystem, _ = resolve_filesystem(data_cfg["path"], endpoint_url, retries=retries)
     shards = require_shards(data_cfg["path"], "data.path", endpoint_url, retries=retries, backoff_s=storage_cfg["backoff_s"])
-    stats_name = stats_name or f"mmdist-decode-stats-{uuid.uuid4().hex[:12]}"
     # The plan holds this handle (a decode_task argument): the actor lives as long as the dataset.
     stats = DecodeStats.options(name=stats_name, get_if_exists=True).remote()
 
@@ -287,7 +290,6 @@ def build_dataset(
     # block (a whole shard: 256 clips before the first batch). Ray Data closes a block once it holds
     # more than this many bytes and slices one only above 1.5x it: a full batch is 1.1x.
     dataset.context.target_max_block_size = int(0.9 * data_cfg["decode"]["batch_size"] * clip_bytes(data_cfg))
-    dataset.decode_stats_name = stats_name
     return dataset
 
 
@@ -365,7 +367,7 @@ def check_dataset(data_cfg: dict, storage_cfg: dict, seed: int, examples_per_rea
     line of jobs/check_data.py, a stable contract) and human-readable lines: how often each
     modality is present, and up to `examples_per_reason` dropped records per reason.
     """
-    stats_name = f"mmdist-check-data-{uuid.uuid4().hex[:12]}"
+    stats_name = new_stats_name("mmdist-check-data")
     dataset = build_dataset(data_cfg, storage_cfg, train=False, seed=seed, stats_name=stats_name)
     decoded, present = 0, collections.Counter()
     for batch in dataset.iter_batches(batch_size=data_cfg["batch_size"], batch_format="numpy"):

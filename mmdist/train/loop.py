@@ -42,7 +42,10 @@ def say(line: str) -> None:
     print(line, file=sys.__stdout__, flush=True)
 
 
-def train_loop_per_worker(config: dict) -> None:
+def train_loop_per_worker(config: dict, metrics_log=None, decode_stats_name: str | None = None) -> None:
+    """`config`: the run's resolved config (saved in its checkpoints). `metrics_log`: the run's MetricsLog
+    actor, which rank 0 sends every report to; `decode_stats_name`: the training data's DecodeStats actor,
+    whose dropped-record counts rank 0 reports (mmdist.train.fit passes both; None: not reported)."""
     trainer_cfg, recipe_cfg = config["trainer"], config["recipe"]
     context = ray.train.get_context()
     rank, world = context.get_world_rank(), context.get_world_size()
@@ -58,7 +61,7 @@ def train_loop_per_worker(config: dict) -> None:
             kmeans.load_state_dict(state["kmeans"])
         if rank == 0:
             say(f"[resume] from step {step} ({checkpoint.path})")
-    metrics_log = ray.get_actor(config["metrics_log"]) if rank == 0 else None
+    metrics_log = metrics_log if rank == 0 else None
     if metrics_log is not None and history:
         metrics_log.extend.remote(history)
 
@@ -105,11 +108,13 @@ def train_loop_per_worker(config: dict) -> None:
         if validation_every and (step % validation_every == 0 or step == max_steps):
             validation = _validate(engine, ray.train.get_dataset_shard("val"), config["validation"]["batch_size"])
             metrics.update(validation if rank == 0 else {})
-        metrics.update(_dropped_records(config["decode_stats"]) if rank == 0 else {})
+        if rank == 0 and decode_stats_name is not None:
+            metrics.update(_dropped_records(decode_stats_name))
         history.append(metrics)
         if rank == 0:
             say(_progress_line(metrics, max_steps))
-            metrics_log.append.remote(metrics)
+            if metrics_log is not None:
+                metrics_log.append.remote(metrics)
         saving = step % trainer_cfg["checkpoint_every"] == 0 or step == max_steps
         client_state = {"history": history, "kmeans": kmeans.state_dict() if kmeans is not None else None}
         ray.train.report(metrics, checkpoint=save_checkpoint(engine, step, client_state, redact(config)) if saving else None)

@@ -21,6 +21,7 @@ from mmdist.data.pipeline import (
     check_data_config,
     decode_drops,
     decode_stats,
+    new_stats_name,
 )
 from mmdist.data.schema import CLIP_SCHEMA, SchemaError
 from mmdist.data.text import tokenize
@@ -71,14 +72,15 @@ def collect(dataset, batch_size: int) -> dict[str, dict]:
 def test_s3_pipeline_equals_direct_decoding_and_counts_drops_exactly(local_ray, data_cfg, corrupted, s3_env):
     corrupted.write_to(f"{s3_env}/clips")
     cfg = check_data_config({**data_cfg, "path": f"{s3_env}/clips"})
-    dataset = build_dataset(cfg, STORAGE, train=False, seed=0, keep_metadata=True)
-    assert decode_stats(dataset.decode_stats_name) == {}  # lazy: nothing decoded before iteration
+    stats_name = new_stats_name()
+    dataset = build_dataset(cfg, STORAGE, train=False, seed=0, stats_name=stats_name, keep_metadata=True)
+    assert decode_stats(stats_name) == {}  # lazy: nothing decoded before iteration
     clips = collect(dataset, batch_size=7)
 
     expected_ids = {row["clip_id"] for row in corrupted.rows} - corrupted.corrupt_ids
     assert set(clips) == expected_ids  # exactly the other 95 %
-    assert decode_stats(dataset.decode_stats_name) == corrupted.reasons
-    dropped = decode_drops(dataset.decode_stats_name)
+    assert decode_stats(stats_name) == corrupted.reasons
+    dropped = decode_drops(stats_name)
     assert {clip_id for _, clip_id in dropped} == corrupted.corrupt_ids
     assert all(shard.endswith(".parquet") and clip_id in message for (shard, clip_id), (_, message) in dropped.items())
 
@@ -97,7 +99,8 @@ def test_s3_pipeline_equals_direct_decoding_and_counts_drops_exactly(local_ray, 
 
 def test_training_batches_are_fixed_shape_tensors(local_ray, data_cfg, corrupted):
     cfg = {**data_cfg, "path": corrupted.dir, "limit": 20, "epochs_per_pass": 1}
-    dataset = build_dataset(cfg, STORAGE, train=True, seed=3)
+    stats_name = new_stats_name()
+    dataset = build_dataset(cfg, STORAGE, train=True, seed=3, stats_name=stats_name)
     shapes = batch_shapes(cfg)
     seen = 0
     for batch in dataset.iter_torch_batches(batch_size=6):  # no string column: torch conversion must work
@@ -105,22 +108,23 @@ def test_training_batches_are_fixed_shape_tensors(local_ray, data_cfg, corrupted
         for name, (dtype, shape) in shapes.items():
             assert tuple(batch[name].shape[1:]) == shape and batch[name].numpy().dtype == dtype, name
         seen += len(batch["video"])
-    dropped = sum(decode_stats(dataset.decode_stats_name).values())
+    dropped = sum(decode_stats(stats_name).values())
     assert seen + dropped == 20  # data.limit applies to records read, before decoding
     assert seen >= 17  # at most the 3 corrupt records can fall in the first 20 read
 
 
 def test_training_pass_reads_each_clip_once_per_epoch_and_counts_drops_once(local_ray, data_cfg, corrupted):
     cfg = {**data_cfg, "path": corrupted.dir, "epochs_per_pass": 3}
-    dataset = build_dataset(cfg, STORAGE, train=True, seed=0, keep_metadata=True)
+    stats_name = new_stats_name()
+    dataset = build_dataset(cfg, STORAGE, train=True, seed=0, stats_name=stats_name, keep_metadata=True)
     seen = collections.Counter()
     for batch in dataset.iter_batches(batch_size=5, batch_format="numpy"):
         seen.update(batch["clip_id"].tolist())
     expected_ids = {row["clip_id"] for row in corrupted.rows} - corrupted.corrupt_ids
     assert set(seen) == expected_ids
     assert set(seen.values()) == {3}
-    assert decode_stats(dataset.decode_stats_name) == corrupted.reasons  # keyed by record: not 3 times
-    evaluation = build_dataset(cfg, STORAGE, train=False, seed=0, keep_metadata=True)
+    assert decode_stats(stats_name) == corrupted.reasons  # keyed by record: not 3 times
+    evaluation = build_dataset(cfg, STORAGE, train=False, seed=0, stats_name=new_stats_name(), keep_metadata=True)
     assert set(collect(evaluation, batch_size=5)) == expected_ids  # evaluation reads one epoch (collect: no repeats)
 
 
@@ -165,4 +169,4 @@ def test_config_is_checked_before_any_work(data_cfg):
     with pytest.raises(ValueError, match=r"data\.decode\.concurrency"):
         check_data_config({**data_cfg, "decode": {**data_cfg["decode"], "concurrency": 0}})
     with pytest.raises(FileNotFoundError, match="data.path='/nonexistent/folder' does not exist"):
-        build_dataset({**data_cfg, "path": "/nonexistent/folder"}, STORAGE, train=False, seed=0)
+        build_dataset({**data_cfg, "path": "/nonexistent/folder"}, STORAGE, train=False, seed=0, stats_name=new_stats_name())
