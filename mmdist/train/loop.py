@@ -15,7 +15,6 @@ import numpy as np
 import ray
 import ray.train
 import torch
-import torch.distributed as torch_dist
 
 from mmdist import dist
 
@@ -30,7 +29,7 @@ from mmdist.models.pretrained import load_pretrained
 from mmdist.train.engine import build_engine, load_checkpoint, micro_batch_size, save_checkpoint
 from mmdist.train.gather import gather_outputs
 from mmdist.train.sync_batchnorm import convert_to_global_batchnorm
-from mmdist.train.metrics import StepTimer, in_batch_recall_at_1, mean_across_ranks
+from mmdist.train.metrics import StepTimer, in_batch_recall_at_1
 
 
 def say(line: str) -> None:
@@ -50,7 +49,8 @@ def train_loop_per_worker(config: dict, metrics_log=None, decode_stats_name: str
     context = ray.train.get_context()
     rank, world = context.get_world_rank(), context.get_world_size()
     engine, micro_batch = setup_engine(config, world, log=rank == 0)
-    kmeans = kmeans_from_recipe(recipe_cfg, dim=config["model"]["embed_dim"], seed=config["seed"])
+    # after each k-means fit every rank takes rank 0's centroids
+    kmeans = kmeans_from_recipe(recipe_cfg, dim=config["model"]["embed_dim"], seed=config["seed"], agree=dist.broadcast_)
 
     step, history = 0, []
     checkpoint = ray.train.get_checkpoint()
@@ -96,7 +96,7 @@ def train_loop_per_worker(config: dict, metrics_log=None, decode_stats_name: str
         micro_steps = sums.pop("micro_steps")
         window = timer.lap()
         metrics = {name: total / micro_steps for name, total in sums.items()}
-        metrics = mean_across_ranks(metrics)
+        metrics = dist.mean_across_ranks(metrics)
         metrics.update(
             step=step,
             lr=engine.get_lr()[0],
@@ -275,9 +275,7 @@ def _validate(engine, shard, batch_size: int) -> dict:
             labels[name].append(batch[name])
     local = ({name: np.concatenate(parts) for name, parts in rows.items()},
              {name: np.concatenate(parts) for name, parts in labels.items()})
-    gathered = [None] * torch_dist.get_world_size() if torch_dist.is_initialized() else [local]
-    if torch_dist.is_initialized():
-        torch_dist.all_gather_object(gathered, local)
+    gathered = dist.all_gather_objects(local)
     merged_rows = {name: np.concatenate([part[0][name] for part in gathered]) for name in local[0]}
     merged_labels = {name: np.concatenate([part[1][name] for part in gathered]) for name in local[1]}
     return validation_metrics(merged_rows, merged_labels)
