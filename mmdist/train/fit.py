@@ -21,7 +21,7 @@ from ray.train.torch import TorchTrainer
 
 from mmdist.config import redact
 from mmdist.data.pipeline import build_dataset, new_stats_name
-from mmdist.data.storage import resolve_filesystem
+from mmdist.data.storage import is_remote, ray_storage
 from mmdist.runtime import init_ray
 from mmdist.startup import check_train_inputs
 from mmdist.tracking import RunTracker, following
@@ -120,12 +120,8 @@ def scaling_config(trainer_cfg: dict) -> ScalingConfig:
 def run_config(trainer_cfg: dict, storage_cfg: dict, run_dir: str, callbacks: list | None = None) -> RunConfig:
     """Checkpoints go to `trainer.storage_path` (local folder or s3://). Re-running with the same
     `trainer.run_name` and storage path resumes from the latest checkpoint (Ray Train V2 restoration)."""
-    storage_path = trainer_cfg["storage_path"] or os.path.join(run_dir, "checkpoints")
-    filesystem = None
-    if "://" in storage_path and not storage_path.startswith("file://"):
-        filesystem, storage_path = resolve_filesystem(storage_path, storage_cfg["endpoint_url"])
-    else:
-        storage_path = os.path.abspath(storage_path.removeprefix("file://"))
+    storage_path, filesystem = ray_storage(trainer_cfg["storage_path"] or os.path.join(run_dir, "checkpoints"),
+                                           storage_cfg["endpoint_url"])
     return RunConfig(
         name=trainer_cfg["run_name"],
         storage_path=storage_path,
@@ -145,7 +141,7 @@ def write_resolved_config(config: dict, path: str) -> None:
 def checkpoint_uri(path: str, storage_path: str | None) -> str:
     """Ray reports a checkpoint's path inside its filesystem (`bucket/prefix/...` for S3): put the
     scheme of `trainer.storage_path` back so that evaluation and warm starts can open it anywhere."""
-    if path and storage_path and "://" in storage_path and not storage_path.startswith("file://"):
+    if path and storage_path and is_remote(storage_path):
         scheme = storage_path.split("://", 1)[0]
         if not path.startswith(f"{scheme}://"):
             return f"{scheme}://{path}"

@@ -24,7 +24,7 @@ from ray.tune.logger import TBXLoggerCallback
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 from ray.tune.search.basic_variant import BasicVariantGenerator
 
-from mmdist.data.storage import resolve_filesystem
+from mmdist.data.storage import ray_storage
 from mmdist.runtime import init_ray
 from mmdist.tune.overrides import config_overrides, format_value, write_overrides_file
 from mmdist.train.fit import checkpoint_uri
@@ -107,7 +107,8 @@ def run_sweep(cfg: DictConfig, train_defaults: dict, group_overrides: list[str])
         tune.with_parameters(train_trial, base_config=base_config, metric=sweep["metric"]),
         dict(sweep["trial_resources"]),
     )
-    storage_path, filesystem = sweep_storage(sweep["storage_path"] or os.path.join(run_dir, "tune"), resolved["storage"])
+    storage_path, filesystem = ray_storage(sweep["storage_path"] or os.path.join(run_dir, "tune"),
+                                          resolved["storage"]["endpoint_url"], retries=resolved["storage"]["retries"])
     experiment_path = f"{storage_path.rstrip('/')}/{sweep['name']}"
     restored = tune.Tuner.can_restore(experiment_path, storage_filesystem=filesystem)
     if restored and not sweep["resume"]:
@@ -257,12 +258,3 @@ def upload_files(filesystem, local_dir: str, remote_dir: str, names: tuple[str, 
         with open(os.path.join(local_dir, name), "rb") as source:
             with filesystem.open_output_stream(f"{remote_dir}/{name}") as target:
                 target.write(source.read())
-
-
-def sweep_storage(url: str, storage_cfg: dict):
-    """(path, filesystem) for Tune: a local folder as an absolute path, s3:// through pyarrow's S3
-    filesystem with the configured endpoint (as the trainer does for checkpoints)."""
-    if "://" in url and not url.startswith("file://"):
-        filesystem, path = resolve_filesystem(url, storage_cfg["endpoint_url"], retries=storage_cfg["retries"])
-        return path, filesystem
-    return os.path.abspath(os.path.expanduser(url.removeprefix("file://"))), None
