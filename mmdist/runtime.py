@@ -66,6 +66,14 @@ def init_ray(ray_cfg: dict, verbose: bool = False) -> None:
     )
 
 
+def connect_ray() -> None:
+    """`ray.init()` with Ray's own defaults unless this process is connected already: the cluster named
+    by RAY_ADDRESS, else a local Ray. For library calls that fan work out as Ray tasks without a job's
+    `ray` config (mmdist.data.tasks.map_tasks: the synthetic world, ingest)."""
+    if not ray.is_initialized():
+        ray.init()
+
+
 def quiet_runtime_env(local: bool) -> dict:
     """The job's runtime_env of a quiet run: `QUIET_ENV` and `quiet_worker` as every worker's setup hook.
 

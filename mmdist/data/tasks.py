@@ -17,8 +17,8 @@ def map_tasks(
     """`[function(*job) for job in jobs]`, with `workers` > 0 running at most that many Ray tasks at once.
     `on_done(index)` is called as each job finishes (a progress bar).
 
-    Ray is started with `ray.init()` when no Ray instance is connected yet, which joins the
-    cluster named by RAY_ADDRESS or starts a local one.
+    Ray is started with `mmdist.runtime.connect_ray` when no Ray instance is connected yet, which joins
+    the cluster named by RAY_ADDRESS or starts a local one.
     """
     if workers < 0:
         raise ValueError(f"workers must be >= 0, got {workers}")
@@ -31,8 +31,9 @@ def map_tasks(
         return results
     import ray
 
-    if not ray.is_initialized():
-        ray.init()
+    from mmdist.runtime import connect_ray
+
+    connect_ray()
     remote = ray.remote(num_cpus=1, max_retries=2)(function)
     results: dict[int, T] = {}
     pending: dict = {}
