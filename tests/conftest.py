@@ -17,16 +17,13 @@
 from __future__ import annotations
 
 import pathlib
-import socket
-import subprocess
-import sys
-import time
 import types
-import urllib.request
 import uuid
 
 import pytest
 import torch
+
+from mmdist.runtime import free_port  # noqa: F401 - the tests import it from here
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 CONFIG_DIR = REPO / "configs"
@@ -59,41 +56,17 @@ def world_cfg() -> dict:
     return load_job_cfg("make_dataset")
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def wait_for_http(url: str, process: subprocess.Popen, timeout_s: float, log: pathlib.Path) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"moto server exited with {process.returncode}: {log.read_text()[-2000:]}")
-        try:
-            urllib.request.urlopen(url, timeout=1).close()
-            return
-        except OSError:
-            time.sleep(0.1)
-    raise RuntimeError(f"moto server did not answer {url} within {timeout_s} s")
-
-
 @pytest.fixture(scope="session")
 def s3_server(tmp_path_factory):
-    """`python -m moto.server` on a free port; yields .endpoint_url and .create_bucket(name=None) -> name.
+    """`python -m moto.server` on a free port (mmdist.benchmarks.moto_s3.start_moto); yields .endpoint_url,
+    .port and .create_bucket(name=None) -> name.
 
     Sets no environment variable: tests that want the AWS variables use `s3_env`.
     """
-    port = free_port()
-    log = tmp_path_factory.mktemp("moto") / "server.log"
-    with open(log, "wb") as log_file:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-            stdout=log_file, stderr=subprocess.STDOUT,
-        )
-    endpoint_url = f"http://127.0.0.1:{port}"
+    from mmdist.benchmarks.moto_s3 import start_moto
+
+    process, endpoint_url = start_moto(str(tmp_path_factory.mktemp("moto") / "server.log"))
     try:
-        wait_for_http(f"{endpoint_url}/moto-api/", process, timeout_s=60, log=log)
 
         def create_bucket(name: str | None = None) -> str:
             import boto3
@@ -107,7 +80,7 @@ def s3_server(tmp_path_factory):
             client.create_bucket(Bucket=name)
             return name
 
-        yield types.SimpleNamespace(endpoint_url=endpoint_url, port=port, create_bucket=create_bucket)
+        yield types.SimpleNamespace(endpoint_url=endpoint_url, port=int(endpoint_url.rsplit(":", 1)[1]), create_bucket=create_bucket)
     finally:
         process.kill()
         process.wait(timeout=30)
