@@ -122,29 +122,23 @@ def decode_drops(name: str) -> dict[tuple[str, str], tuple[str, str]]:
 
 
 class ClipDecoder:
-    """Decoding of a pyarrow batch of clip rows into a dict of fixed-shape arrays.
+    """Decoding of a pyarrow batch of clip rows into a dict of fixed-shape arrays (`decode_table`).
 
-    A `map_batches` callable class as is (an actor pool); the pipeline runs it in tasks
-    through `decode_task`, which keeps one per worker process.
+    The pipeline runs it in tasks through `decode_task`, which keeps one per worker process and
+    reports the drops; inference and the benchmarks call it directly, without Ray.
 
     A null modality gives zeros and `has_<modality>` False; a non-null modality that fails to
-    decode drops the whole record (counted under its DecodeError reason, reported to the
-    `stats` actor when given). Training draws random crops from a generator seeded by
-    `seed` and this process, so crops change from epoch to epoch; evaluation is deterministic.
+    decode drops the whole record (returned with its DecodeError reason). Training draws random
+    crops from a generator seeded by `seed` and this process, so crops change from epoch to epoch;
+    evaluation is deterministic.
     """
 
-    def __init__(self, data_cfg: dict, train: bool, seed: int, keep_metadata: bool = False, stats=None):
+    def __init__(self, data_cfg: dict, train: bool, seed: int, keep_metadata: bool = False):
         check_decode_config(data_cfg)
         self.cfg = data_cfg
         self.keep_metadata = keep_metadata
         self.rng = np.random.default_rng([seed, os.getpid(), id(self) % 2**32]) if train else None
         self.shapes = batch_shapes(data_cfg)
-        self.stats = stats  # a DecodeStats actor handle, or None (no counting outside the pipeline)
-
-    def __call__(self, table: pa.Table) -> dict[str, np.ndarray]:
-        batch, drops = self.decode_table(table)
-        report_drops(self.stats, drops)
-        return batch
 
     def decode_table(self, table: pa.Table) -> tuple[dict[str, np.ndarray], dict]:
         """The batch of the records that decode, and the others: {(shard, clip_id): (reason, message)}."""
@@ -189,12 +183,6 @@ class ClipDecoder:
         return batch
 
 
-def report_drops(stats, drops: dict) -> None:
-    """Record drops in the DecodeStats actor and wait for it: once a batch has left, its drops are counted."""
-    if drops and stats is not None:
-        ray.get(stats.record.remote(drops))
-
-
 @functools.lru_cache(maxsize=4)
 def _process_decoder(cfg_json: str, train: bool, seed: int, keep_metadata: bool) -> ClipDecoder:
     """One decoder per worker process and setting (Ray reuses task workers: its setup is paid once)."""
@@ -215,7 +203,8 @@ def decode_task(
     decoder = _process_decoder(cfg_json, train, seed, keep_metadata)
     for start in range(0, table.num_rows, batch_size):
         batch, drops = decoder.decode_table(table.slice(start, batch_size))
-        report_drops(stats, drops)
+        if drops:  # recorded, and acknowledged, before the batch leaves: once it has left, its drops are counted
+            ray.get(stats.record.remote(drops))
         if len(batch["has_video"]):
             yield batch
 

@@ -131,7 +131,7 @@ def test_training_pass_reads_each_clip_once_per_epoch_and_counts_drops_once(loca
 def test_clip_decoder_without_ray(data_cfg, corrupted):
     decoder = ClipDecoder(data_cfg, train=False, seed=0)
     rows = corrupted.rows[:10]  # row 7 is a truncated video, rows 3-5 lack one modality each
-    batch = decoder(pa.Table.from_pylist(rows, schema=CLIP_SCHEMA))
+    batch, _ = decoder.decode_table(pa.Table.from_pylist(rows, schema=CLIP_SCHEMA))
     assert len(batch["video"]) == 9
     np.testing.assert_array_equal(batch["has_video"], [r["video"] is not None for i, r in enumerate(rows) if i != 7])
     assert (batch["video"][3] == 0).all() and (batch["audio"][3] != 0).any()  # row 3: video missing
@@ -140,8 +140,8 @@ def test_clip_decoder_without_ray(data_cfg, corrupted):
 def test_clip_decoder_train_crops_are_random_and_eval_is_not(data_cfg, corrupted):
     row = next(r for r in corrupted.rows if r["video"] is not None)
     table = pa.Table.from_pylist([row] * 6, schema=CLIP_SCHEMA)
-    train = ClipDecoder(data_cfg, train=True, seed=0)(table)["video"]
-    evaluation = ClipDecoder(data_cfg, train=False, seed=0)(table)["video"]
+    train = ClipDecoder(data_cfg, train=True, seed=0).decode_table(table)[0]["video"]
+    evaluation = ClipDecoder(data_cfg, train=False, seed=0).decode_table(table)[0]["video"]
     assert len({clip.tobytes() for clip in train}) > 1
     assert len({clip.tobytes() for clip in evaluation}) == 1
 
@@ -150,7 +150,7 @@ def test_wrong_column_type_is_a_schema_error_naming_it(data_cfg):
     table = pa.table({"clip_id": ["a"], "video": ["not binary"], "audio": pa.array([None], pa.binary()),
                       "text": pa.array([None], pa.list_(pa.string()))})
     with pytest.raises(SchemaError, match="'video'"):
-        ClipDecoder(data_cfg, train=False, seed=0)(table)
+        ClipDecoder(data_cfg, train=False, seed=0).decode_table(table)
 
 
 def test_ledger_counts_each_record_once():
