@@ -154,7 +154,7 @@ def evaluate(
     state, run_config, _ = load_trained(checkpoint_uri, storage_cfg["endpoint_url"])
     model_cfg = run_config["model"]
     data_cfg = eval_data_config(data_cfg, run_config["data"], eval_cfg["decode_from_checkpoint"])
-    info = model_info(model_cfg, data_cfg, state)
+    model_facts = model_info(model_cfg, data_cfg, state)
 
     os.makedirs(run_dir, exist_ok=True)
     embeddings_dir = os.path.join(run_dir, "embeddings")
@@ -163,8 +163,8 @@ def evaluate(
     bar.update()
     bar.set_description("evaluation: metrics")
     rows = read_embeddings(embeddings_dir)
-    info["grids"] = code_grids(rows, info["grids"])
-    metrics, artifacts = compute_metrics(rows, eval_cfg, info)
+    model_facts["grids"] = code_grids(rows, model_facts["grids"])
+    metrics, artifacts = compute_metrics(rows, eval_cfg, model_facts)
     bar.update()
     bar.set_description("evaluation: report")
     metrics = {
