@@ -11,7 +11,7 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from mmdist.data.pipeline import check_data_config, check_dataset
-from mmdist.runtime import init_ray
+from mmdist.ray_setup import init_ray
 from mmdist.startup import require_dataset
 
 

@@ -10,7 +10,7 @@ from ray.data import DataContext
 
 from mmdist.eval import evaluate
 from mmdist.eval.job import check_eval_inputs, resolve_checkpoint
-from mmdist.runtime import init_ray
+from mmdist.ray_setup import init_ray
 from mmdist.tracking import evaluation_tracking_uri, log_evaluation
 
 

@@ -6,7 +6,7 @@
   `job_cfg(name, overrides)` does the same for any job config.
 * `synthetic_dir` (session): a small synthetic world on local disk (24 clips, seed 0, 3 shards).
 * `one_torch_thread` (autouse): one intra-op torch thread in the test process.
-* `ray_session` (session): one local Ray, started as the jobs start it (mmdist.runtime.init_ray).
+* `ray_session` (session): one local Ray, started as the jobs start it (mmdist.ray_setup.init_ray).
 * `learning_worlds` (session): a 160-clip training world and a 64-clip held-out world of another seed.
 * `learned_run` (session): a 120-step, 2-worker mc3_vq training run on `learning_worlds`, validated
   on the held-out world during training. The learning test (tests/train) checks it learned; the
@@ -23,7 +23,7 @@ import uuid
 import pytest
 import torch
 
-from mmdist.runtime import free_port  # noqa: F401 - the tests import it from here
+from mmdist.ray_setup import free_port  # noqa: F401 - the tests import it from here
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 CONFIG_DIR = REPO / "configs"
@@ -121,7 +121,7 @@ def one_torch_thread():
 
 @pytest.fixture(scope="session")
 def ray_session():
-    from mmdist.runtime import init_ray
+    from mmdist.ray_setup import init_ray
 
     init_ray({"address": None, "num_cpus": 4})
     yield

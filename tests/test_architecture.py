@@ -8,8 +8,8 @@ ALLOWED lists it with a reason.
 
 The layers, first to last (the shared modules at the top of mmdist/ are placed by what they import):
 
-    base        config, dist, runtime, ranks, tracking: no mmdist import but each other
-    storage     data/: schema, storage, media, tasks, ingest, synthetic world (writes clips)
+    base        config, dist, ray_setup, ranks, tracking: no mmdist import but each other
+    storage     data/: schema, storage, media, parallel, ingest, synthetic world (writes clips)
     decode      data/: text, resample, decode, shapes, pipeline (reads clips into batches)
     models      models/, vq.py (the shared codebook)
     objectives  objectives/
@@ -38,13 +38,13 @@ LAYERS = ("base", "storage", "decode", "models", "objectives", "measures", "trai
 PLACES = {
     "mmdist/config.py": "base",
     "mmdist/dist.py": "base",
-    "mmdist/runtime.py": "base",
+    "mmdist/ray_setup.py": "base",
     "mmdist/ranks.py": "base",
     "mmdist/tracking.py": "base",
     "mmdist/data/schema.py": "storage",
     "mmdist/data/storage.py": "storage",
     "mmdist/data/media.py": "storage",
-    "mmdist/data/tasks.py": "storage",
+    "mmdist/data/parallel.py": "storage",
     "mmdist/data/ingest.py": "storage",
     "mmdist/data/synthetic.py": "storage",
     "mmdist/data/synthetic_render.py": "storage",

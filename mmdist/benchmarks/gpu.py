@@ -33,7 +33,7 @@ from mmdist.benchmarks.common import compose, require_keys
 from mmdist.data.shapes import batch_shapes
 from mmdist.models import build_model
 from mmdist.objectives import kmeans_from_recipe, recipe_loss, with_code_probs
-from mmdist.runtime import free_port
+from mmdist.ray_setup import free_port
 from mmdist.train.engine import build_engine
 from mmdist.train.gather import gather_outputs
 from mmdist.train.sync_batchnorm import convert_to_global_batchnorm

@@ -13,7 +13,7 @@ import uuid
 
 import pyarrow.fs as pafs
 
-from mmdist.runtime import free_port
+from mmdist.ray_setup import free_port
 
 # moto accepts any credentials; these exist only for the local server started here.
 MOTO_ENV = {

@@ -27,7 +27,7 @@ from mmdist.eval.report import write_report
 from mmdist.models import build_model
 from mmdist.models.checkpoint import load_trained, resolve_trained
 from mmdist.models.export import DECODE_SECTIONS
-from mmdist.runtime import progress_bar
+from mmdist.ray_setup import progress_bar
 from mmdist.startup import checkpoint_config, require_dataset
 
 EVAL_CONFIG_KEYS = {
@@ -147,7 +147,7 @@ def evaluate(
     """Extract embeddings of every clip under `data.path` with an actor pool, write them as Parquet
     in `run_dir/embeddings`, compute every metric from those files, write metrics.json and the report.
 
-    Runs on the connected Ray (the job connects with `mmdist.runtime.init_ray`). Returns metrics.json's dict.
+    Runs on the connected Ray (the job connects with `mmdist.ray_setup.init_ray`). Returns metrics.json's dict.
     """
     check_eval_config(eval_cfg)
     checkpoint_uri, training_run_dir = resolve_checkpoint(checkpoint_uri, training_run_dir)

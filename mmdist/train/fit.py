@@ -22,7 +22,7 @@ from ray.train.torch import TorchTrainer
 from mmdist.config import redact
 from mmdist.data.pipeline import build_dataset, new_stats_name
 from mmdist.data.storage import is_remote, ray_storage
-from mmdist.runtime import init_ray
+from mmdist.ray_setup import init_ray
 from mmdist.startup import check_train_inputs
 from mmdist.tracking import RunTracker, following
 from mmdist.train.engine import deepspeed_config, micro_batch_size

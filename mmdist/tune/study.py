@@ -26,7 +26,7 @@ from omegaconf import OmegaConf
 from ray import tune
 
 from mmdist.eval import evaluate
-from mmdist.runtime import init_ray
+from mmdist.ray_setup import init_ray
 from mmdist.train import fit
 
 STUDY_KEYS = {"name", "paper", "scale", "scales", "seeds", "max_concurrent", "common", "rows", "metrics", "claims"}

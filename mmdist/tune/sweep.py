@@ -25,7 +25,7 @@ from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 from ray.tune.search.basic_variant import BasicVariantGenerator
 
 from mmdist.data.storage import ray_storage
-from mmdist.runtime import init_ray
+from mmdist.ray_setup import init_ray
 from mmdist.tune.overrides import config_overrides, format_value, write_overrides_file
 from mmdist.train.fit import checkpoint_uri
 from mmdist.tune.results import best_row, markdown_table, rank_rows, trial_row, write_csv

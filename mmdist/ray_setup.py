@@ -69,7 +69,7 @@ def init_ray(ray_cfg: dict, verbose: bool = False) -> None:
 def connect_ray() -> None:
     """`ray.init()` with Ray's own defaults unless this process is connected already: the cluster named
     by RAY_ADDRESS, else a local Ray. For library calls that fan work out as Ray tasks without a job's
-    `ray` config (mmdist.data.tasks.map_tasks: the synthetic world, ingest)."""
+    `ray` config (mmdist.data.parallel.map_tasks: the synthetic world, ingest)."""
     import ray
 
     if not ray.is_initialized():
@@ -86,7 +86,7 @@ def quiet_runtime_env(local: bool) -> dict:
         # what DeepSpeed detects anyway on a machine without a GPU, said explicitly: no
         # "Setting accelerator to CPU ... unable to detect it" warning from every worker
         env_vars["DS_ACCELERATOR"] = "cpu"
-    return {"env_vars": env_vars, "worker_process_setup_hook": "mmdist.runtime.quiet_worker"}
+    return {"env_vars": env_vars, "worker_process_setup_hook": "mmdist.ray_setup.quiet_worker"}
 
 
 def quiet_driver(local: bool) -> None:

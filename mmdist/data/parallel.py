@@ -17,7 +17,7 @@ def map_tasks(
     """`[function(*job) for job in jobs]`, with `workers` > 0 running at most that many Ray tasks at once.
     `on_done(index)` is called as each job finishes (a progress bar).
 
-    Ray is started with `mmdist.runtime.connect_ray` when no Ray instance is connected yet, which joins
+    Ray is started with `mmdist.ray_setup.connect_ray` when no Ray instance is connected yet, which joins
     the cluster named by RAY_ADDRESS or starts a local one.
     """
     if workers < 0:
@@ -31,7 +31,7 @@ def map_tasks(
         return results
     import ray
 
-    from mmdist.runtime import connect_ray
+    from mmdist.ray_setup import connect_ray
 
     connect_ray()
     remote = ray.remote(num_cpus=1, max_retries=2)(function)
