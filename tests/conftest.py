@@ -23,7 +23,7 @@ import uuid
 import pytest
 import torch
 
-from mmdist.ray_setup import free_port  # noqa: F401 - the tests import it from here
+from mmdist.ray_setup import free_port
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 CONFIG_DIR = REPO / "configs"
@@ -42,6 +42,24 @@ def load_job_cfg(config_name: str, overrides: tuple[str, ...] = ()) -> dict:
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
         cfg = compose(config_name=config_name, overrides=list(overrides))
     return OmegaConf.to_container(cfg, resolve=True, throw_on_missing=False)
+
+
+def run_ranks(worker, world: int = 2, timeout_s: float = 300) -> list:
+    """`worker(rank, world, port, queue)` in `world` spawned processes (they form a process group on the
+    free `port`); returns what each put on the queue, in arrival order, once every process exited cleanly."""
+    import torch.multiprocessing as mp
+
+    context = mp.get_context("spawn")
+    queue = context.Queue()
+    port = free_port()
+    processes = [context.Process(target=worker, args=(rank, world, port, queue)) for rank in range(world)]
+    for process in processes:
+        process.start()
+    results = [queue.get(timeout=timeout_s) for _ in processes]
+    for process in processes:
+        process.join(timeout=60)
+        assert process.exitcode == 0
+    return results
 
 
 @pytest.fixture(scope="session")
