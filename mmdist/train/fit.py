@@ -70,7 +70,8 @@ def _train(config: dict, run_dir: str, callbacks: list | None, tracker: RunTrack
     # `trainer.fit()` returns (TensorBoard and MLflow follow the run while it trains), and its
     # `Result.metrics_dataframe` holds one row per *kept checkpoint* (ray/train/v2/api/result.py builds it
     # from `best_checkpoints`), not every report: metrics.json's history would lose the reports between
-    # checkpoints and those of checkpoints past `trainer.keep_checkpoints`.
+    # checkpoints and those of checkpoints past `trainer.keep_checkpoints` (measured with Ray 2.60: 6 reports,
+    # checkpoints at the 3rd and 6th, num_to_keep=1 -> one row, step 6).
     metrics_log = MetricsLog.remote()
     # the run's actors are arguments of the loop, not config: the config is saved inside every checkpoint
     train_loop = functools.partial(train_loop_per_worker, metrics_log=metrics_log, decode_stats_name=stats_name)
