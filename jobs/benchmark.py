@@ -6,14 +6,17 @@ import json
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
+
+from mmdist.config import check_config
 
 
 @hydra.main(config_path="../configs", config_name="benchmark", version_base="1.3")
 def main(cfg: DictConfig) -> None:
     suite = HydraConfig.get().runtime.choices["suite"]
+    config = check_config(cfg, "benchmark", suite=suite)  # every key of the suite (mmdist/config.py)
     module = importlib.import_module(f"mmdist.benchmarks.{suite}")
-    figures = module.run(OmegaConf.to_container(cfg.suite, resolve=True))
+    figures = module.run(config["suite"])
     print(json.dumps({"suite": suite, **figures}, default=str))
     if cfg.out:
         with open(cfg.out, "w") as handle:

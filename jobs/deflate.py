@@ -10,8 +10,9 @@ import json
 import os
 
 import hydra
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
+from mmdist.config import check_config
 from mmdist.data.pipeline import check_data_config
 from mmdist.eval.deflation import deflation_metrics
 from mmdist.models.checkpoint import resolve_trained
@@ -20,7 +21,7 @@ from mmdist.startup import checkpoint_config, require_dataset
 
 @hydra.main(config_path="../configs", config_name="deflate", version_base="1.3")
 def main(cfg: DictConfig) -> None:
-    config = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
+    config = check_config(cfg, "deflate")  # every section (mmdist/config.py), then the data values
     check_data_config(config["data"])
     checkpoint_config(resolve_trained(config["checkpoint"]), "checkpoint", config["storage"]["endpoint_url"])
     require_dataset(config["data"]["path"], "data.path", config["storage"])

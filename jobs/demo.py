@@ -5,6 +5,7 @@ import os
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
+from mmdist.config import check_config
 from mmdist.data.synthetic import generate_world
 from mmdist.eval import evaluate
 from mmdist.tracking import log_evaluation
@@ -14,13 +15,14 @@ from mmdist.train.fit import fit
 @hydra.main(config_path="../configs", config_name="demo", version_base="1.3")
 def main(cfg: DictConfig) -> None:
     run_dir = os.path.abspath(cfg.run_dir)
+    check_config(cfg, "demo")  # every section, before anything runs (mmdist/config.py)
     world = cfg.world
     world_cfg = OmegaConf.to_container(hydra.compose("make_dataset", overrides=list(world.overrides)), resolve=True)
     data_dir = os.path.join(run_dir, "data")
     for split, clips, seed in (("train", world.train_clips, world.seed), ("val", world.val_clips, world.seed + 1)):
         generate_world(os.path.join(data_dir, split), num_clips=clips, seed=seed, cfg=world_cfg)
         print(f"[demo] {split}: {clips} synthetic clips in {data_dir}/{split}")
-    summary = fit(cfg)
+    summary = fit(OmegaConf.masked_copy(cfg, [key for key in cfg if key != "world"]))  # the training config
     config = OmegaConf.to_container(cfg, resolve=True)
     val_data = dict(config["data"], path=os.path.join(data_dir, "val"))
     eval_dir = os.path.join(run_dir, "eval")

@@ -8,9 +8,10 @@ Writes one Parquet row per clip into `out` (ids, labels, `emb_<m>`, `present_<m>
 import json
 
 import hydra
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from ray.data import DataContext
 
+from mmdist.config import check_config
 from mmdist.data.pipeline import check_data_config
 from mmdist.eval.job import check_eval_config, embed_clips
 from mmdist.models.checkpoint import resolve_trained
@@ -20,8 +21,8 @@ from mmdist.startup import checkpoint_config, require_dataset
 
 @hydra.main(config_path="../configs", config_name="embed", version_base="1.3")
 def main(cfg: DictConfig) -> None:
-    config = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
-    # before Ray starts: the configs, the checkpoint's saved config and data.path's shards (mmdist/startup.py)
+    config = check_config(cfg, "embed")  # every section, before Ray starts (mmdist/config.py)
+    # then the eval and data values, the checkpoint's saved config and data.path's shards (mmdist/startup.py)
     check_eval_config(config["eval"])
     check_data_config(config["data"])
     checkpoint_config(resolve_trained(config["checkpoint"]), "checkpoint", config["storage"]["endpoint_url"])

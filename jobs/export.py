@@ -7,14 +7,15 @@ Writes out/model.safetensors and out/model.json (mmdist/models/export.py); load 
 import json
 
 import hydra
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
+from mmdist.config import check_config
 from mmdist.models.export import export_model
 
 
 @hydra.main(config_path="../configs", config_name="export", version_base="1.3")
 def main(cfg: DictConfig) -> None:
-    config = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
+    config = check_config(cfg, "export")  # every section, resolved (mmdist/config.py)
     manifest = export_model(config["checkpoint"], config["out"], config["storage"]["endpoint_url"])
     summary = {"out": config["out"], "recipe": manifest["recipe"]["name"], "modalities": manifest["modalities"], **manifest["source"]}
     print(json.dumps(summary), flush=True)

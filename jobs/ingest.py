@@ -8,14 +8,15 @@ Exits with status 1 when no entry could be written; bad entries are listed eithe
 import sys
 
 import hydra
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
+from mmdist.config import check_config
 from mmdist.data.ingest import ingest
 
 
 @hydra.main(config_path="../configs", config_name="ingest", version_base="1.3")
 def main(cfg: DictConfig) -> None:
-    options = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
+    options = check_config(cfg, "ingest")  # every section, resolved (mmdist/config.py)
     summary = ingest(cfg.manifest, cfg.out, options, endpoint_url=cfg.storage.endpoint_url)
     print(summary.format())
     if summary.written == 0:

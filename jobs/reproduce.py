@@ -11,18 +11,22 @@ import os
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
+from mmdist.config import check_config
 from mmdist.data.synthetic import generate_world
 from mmdist.tune.study import run_study
 
 
 def compose_row(overrides: list[str]) -> dict:
-    """The unresolved training config of one row: `jobs/train.py` composed with the row's overrides."""
-    return OmegaConf.to_container(hydra.compose("train", overrides=overrides), resolve=False)
+    """The unresolved training config of one row: `jobs/train.py` composed with the row's overrides,
+    checked against the config schema before any trial starts."""
+    cfg = hydra.compose("train", overrides=overrides)
+    check_config(cfg, "train")
+    return OmegaConf.to_container(cfg, resolve=False)
 
 
 @hydra.main(config_path="../configs", config_name="reproduce", version_base="1.3")
 def main(cfg: DictConfig) -> None:
-    config = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
+    config = check_config(cfg, "reproduce")  # every section, before anything runs (mmdist/config.py)
     run_dir, world = os.path.abspath(config["run_dir"]), config["world"]
     world_cfg = OmegaConf.to_container(hydra.compose("make_dataset", overrides=list(world["overrides"])), resolve=True)
     paths = {}

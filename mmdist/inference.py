@@ -20,17 +20,17 @@ import pyarrow as pa
 import torch
 import yaml
 
+from mmdist.contracts import MODALITIES
 from mmdist.data.pipeline import ClipDecoder
 from mmdist.data.storage import resolve_filesystem
 from mmdist.data.text import PAD_ID
-from mmdist.eval.embed import embed_batch, to_torch_batch
+from mmdist.eval.embed import embed_batch
 from mmdist.eval.job import eval_data_config
 from mmdist.models.checkpoint import load_trained
 from mmdist.models.model import build_model
 from mmdist.models.warm_start import load_state_dict_exactly
 
 DATA_DEFAULTS = Path(__file__).resolve().parents[1] / "configs" / "data" / "default.yaml"
-MODALITIES = ("video", "audio", "text")
 ARRAY_LAYOUT = {"video": ("video", np.uint8), "audio": ("audio", np.float32), "text": ("text_tokens", np.int64)}
 
 
@@ -79,7 +79,7 @@ class TrainedModel:
             raise ValueError("embed(): inputs that do not decode: " + "; ".join(message for _, message in drops.values()))
         for name, value in arrays.items():
             batch.update(self._array_columns(name, value.reshape(count, *value.shape[-self._clip_dims(name):]), audio_frame_mask))
-        return embed_batch(self.model, to_torch_batch(batch))
+        return embed_batch(self.model, batch)
 
     def _read(self, name: str, value, index: int):
         """One clip's entry of the clip-schema table: encoded bytes, a list of narrations, or None."""

@@ -47,7 +47,7 @@ def init_ray(ray_cfg: dict, verbose: bool = False) -> None:
     level = logging.INFO if verbose else QUIET_LEVEL
     if not verbose:
         quiet_driver(local=not address)
-    poll_s = ray_cfg.get("train_health_check_s")  # absent or null: Ray Train's own 2 s
+    poll_s = ray_cfg["train_health_check_s"]  # null: Ray Train's own 2 s
     if poll_s is not None and TRAIN_POLL_ENV not in os.environ:
         runtime_env = {**runtime_env, "env_vars": {**runtime_env.get("env_vars", {}), TRAIN_POLL_ENV: str(poll_s)}}
     if address:
@@ -57,7 +57,7 @@ def init_ray(ray_cfg: dict, verbose: bool = False) -> None:
     env_vars = {**runtime_env.pop("env_vars", {}), "RAY_API_SERVER_ADDRESS": f"http://127.0.0.1:{port}"}
     ray.init(
         address="local",  # never attach to a `ray start` cluster that happens to run on this machine
-        num_cpus=ray_cfg["num_cpus"] or max(4, os.cpu_count() or 1),
+        num_cpus=ray_cfg["num_cpus"] or max(ray_cfg["min_local_cpus"], os.cpu_count() or 1),
         include_dashboard=True,
         dashboard_host="127.0.0.1",
         dashboard_port=port,

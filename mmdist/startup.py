@@ -4,6 +4,8 @@ the file or the line, instead of inside a Ray worker minutes later.
 The checks live with what they check (recipes, data config, storage, checkpoints); this module
 calls them in the order a job needs them:
 
+    every job                      mmdist.config.check_config: every section of its config against the
+                                   config schema (mmdist/config_schema/), first
     jobs/train.py, jobs/sweep.py   check_train_inputs   (mmdist.train.fit, before init_ray)
     jobs/evaluate.py               check_eval_inputs   (in mmdist.eval.job: evaluation comes after training)
     jobs/check_data.py             require_dataset
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import pyarrow.fs as pafs
 
+from mmdist.config import check_config
 from mmdist.data.pipeline import check_data_config
 from mmdist.data.storage import join_url, read_bytes, require_shards, resolve_filesystem
 from mmdist.models.checkpoint import EXPORT_CONFIG_FILE, RUN_CONFIG_FILE, parse_run_config
@@ -82,11 +85,13 @@ def warm_start_line(uri: str, saved: dict, model_cfg: dict) -> str | None:
 
 
 def check_train_inputs(config: dict) -> None:
-    """What a training run reads, checked before Ray starts: the recipe, the data config, that
-    data.path (and validation.path) hold shards, and that model.init_checkpoint is a checkpoint
-    written by mmdist; a warm start from another model prints what will be skipped."""
+    """What a training run reads, checked before Ray starts: every section of the training config (the
+    config schema), the recipe's and the data config's values, that data.path (and validation.path) hold
+    shards, and that model.init_checkpoint is a checkpoint written by mmdist; a warm start from another
+    model prints what will be skipped."""
     from mmdist.objectives import validate_recipe
 
+    check_config(config, "train")
     validate_recipe(config["recipe"])
     check_data_config(config["data"])
     storage_cfg = config["storage"]

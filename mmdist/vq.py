@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from mmdist import dist
+from mmdist.contracts import MODALITIES
 
 
 class VQResult(NamedTuple):
@@ -79,7 +80,7 @@ class VectorQuantizer(nn.Module):
         decay: float = 0.99,
         dead_after: int = 100,
         commitment: float = 0.25,
-        modalities: Sequence[str] = ("video", "audio", "text"),
+        modalities: Sequence[str] = MODALITIES,
         seed: int = 0,
         reset_noise: float = 0.01,
     ):
@@ -273,8 +274,7 @@ class ModalityBatchNorm(nn.Module):
     this module already learns any scale.
     """
 
-    def __init__(self, dim: int, modalities: Sequence[str], eps: float = 1e-5, momentum: float = 0.1,
-                 affine: bool = False):
+    def __init__(self, dim: int, modalities: Sequence[str], eps: float, momentum: float, affine: bool = False):
         super().__init__()
         self.modalities = tuple(modalities)
         self.norms = nn.ModuleDict(

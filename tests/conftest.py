@@ -141,7 +141,9 @@ def one_torch_thread():
 def ray_session():
     from mmdist.ray_setup import init_ray
 
-    init_ray({"address": None, "num_cpus": 4})
+    from omegaconf import OmegaConf
+
+    init_ray({**OmegaConf.to_container(OmegaConf.load(CONFIG_DIR / "ray" / "local.yaml")), "num_cpus": 4})
     yield
     import ray
 

@@ -8,7 +8,8 @@ ALLOWED lists it with a reason.
 
 The layers, first to last (the shared modules at the top of mmdist/ are placed by what they import):
 
-    base        config, dist, ray_setup, ranks, tracking: no mmdist import but each other
+    base        config, config_schema/, dist, ray_setup, ranks, tracking, contracts (the batch and output every
+                layer passes on): no mmdist import but each other
     storage     data/: schema, storage, media, parallel, ingest, synthetic world (writes clips)
     decode      data/: text, resample, decode, shapes, pipeline (reads clips into batches)
     models      models/, vq.py (the shared codebook)
@@ -37,10 +38,12 @@ LAYERS = ("base", "storage", "decode", "models", "objectives", "measures", "trai
 # Where each file sits: the longest matching path prefix wins. A new file without a place fails the test.
 PLACES = {
     "mmdist/config.py": "base",
+    "mmdist/config_schema/": "base",
     "mmdist/dist.py": "base",
     "mmdist/ray_setup.py": "base",
     "mmdist/ranks.py": "base",
     "mmdist/tracking.py": "base",
+    "mmdist/contracts.py": "base",
     "mmdist/data/schema.py": "storage",
     "mmdist/data/storage.py": "storage",
     "mmdist/data/media.py": "storage",

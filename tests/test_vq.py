@@ -205,7 +205,7 @@ def test_empty_batch_is_harmless():
 
 def test_modality_batch_norm_normalises_each_modality_separately():
     g = torch.Generator().manual_seed(0)
-    norm = ModalityBatchNorm(3, ("video", "audio", "text"), eps=1e-5).double()
+    norm = ModalityBatchNorm(3, ("video", "audio", "text"), eps=1e-5, momentum=0.1).double()
     ids = torch.tensor([0, 1, 0, 1, 0, 1, 1, 0])
     x = torch.randn(8, 3, generator=g, dtype=torch.float64) * torch.tensor([1.0, 5.0, 0.2], dtype=torch.float64)
     x[ids == 1] += 100  # a different location per modality

@@ -1,5 +1,4 @@
-"""What the benchmark suites share: their config check, job configs composed by Hydra and the
-peak-memory measurement."""
+"""What the benchmark suites share: job configs composed by Hydra and the peak-memory measurement."""
 
 from __future__ import annotations
 
@@ -8,13 +7,6 @@ import gc
 import time
 from pathlib import Path
 from typing import Callable, Mapping
-
-
-def require_keys(cfg: Mapping, keys: tuple[str, ...], suite: str) -> None:
-    """Every key a suite reads must be in its config; the error names the missing ones."""
-    missing = [key for key in keys if key not in cfg]
-    if missing:
-        raise ValueError(f"benchmark suite `{suite}` needs config key(s) {missing} (it reads {list(keys)})")
 
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"

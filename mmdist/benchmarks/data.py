@@ -45,31 +45,26 @@ import pyarrow.fs as pafs
 import torch
 from omegaconf import OmegaConf
 
-from mmdist.benchmarks.common import require_keys
 from mmdist.benchmarks.data_clips import write_ingested, write_realistic
 from mmdist.benchmarks.data_stages import STAGES, codec_floor, ray_stage_times, stage_times
 from mmdist.benchmarks.moto_s3 import MOTO_ENV, environment, start_moto, upload
+from mmdist.config import ConfigError, check_section
+from mmdist.config_schema.benchmarks import DataSuite
 from mmdist.data.pipeline import ClipDecoder, build_dataset, check_data_config, decode_stats, new_stats_name
 from mmdist.data.storage import list_shards, read_shard
 from mmdist.data.synthetic import generate_world
 
 REPO = pathlib.Path(__file__).resolve().parents[2]  # a relative world_config is read from here
-REQUIRED_KEYS = ("settings", "seed", "repeats", "ray_num_cpus", "out_dir", "data", "storage")
-SETTING_KEYS = {
-    "tiny": ("num_clips", "rows_per_shard", "world_config", "data"),
-    "realistic": ("num_clips", "rows_per_shard", "height", "width", "fps", "seconds", "gop", "crf", "preset", "data"),
-    "ingested": ("fps", "short_side", "crf", "preset", "rows_per_shard", "data"),
-}
+SETTINGS = ("tiny", "realistic", "ingested")
 TARGET_PER_CORE, TARGET_LOOP_VS_FLOOR = 0.9, 1.5
 
 
 def run(cfg: dict) -> dict:
     """Generate each setting's clips, time the floor, the loop and Ray Data; print and return the figures."""
-    require_keys(cfg, REQUIRED_KEYS, "data")
+    cfg = check_section(cfg, DataSuite, "suite")  # keys and types (mmdist/config_schema/)
     for name in cfg["settings"]:
-        if name not in SETTING_KEYS:
-            raise ValueError(f"suite.settings: unknown setting {name!r} (known: {list(SETTING_KEYS)})")
-        require_keys(cfg.get(name) or {}, SETTING_KEYS[name], f"data, section {name}")
+        if name not in SETTINGS:
+            raise ConfigError(f"suite.settings: unknown setting {name!r} (known: {list(SETTINGS)})")
     torch.set_num_threads(1)  # the loop gets one core, as one decode task does
     scratch = tempfile.TemporaryDirectory(prefix="mmdist-bench-data-") if cfg["out_dir"] is None else None
     root = scratch.name if scratch else cfg["out_dir"]

@@ -21,6 +21,7 @@ import time
 import av
 import pyarrow.fs as pafs
 
+from mmdist.contracts import MODALITIES
 from mmdist.data.decode import decode_audio, decode_video
 from mmdist.data.pipeline import ClipDecoder
 from mmdist.data.storage import list_shards, read_shard
@@ -72,7 +73,7 @@ def stage_times(url: str, data_cfg: dict) -> dict[str, float]:
         decoder.decode_table(table)
         whole = time.process_time() - start
         parts = 0.0
-        for row in table.select(["video", "audio", "text"]).to_pylist():
+        for row in table.select(list(MODALITIES)).to_pylist():
             parts += _timed(seconds, "text", tokenize, row["text"], data_cfg) if row["text"] is not None else 0.0
             parts += _timed(seconds, "audio", decode_audio, row["audio"], data_cfg) if row["audio"] else 0.0
             if row["video"]:

@@ -29,10 +29,11 @@ from typing import Callable, Mapping
 
 import torch
 
-from mmdist.benchmarks.common import pin_mmap_threshold, require_keys, timed_peak
+from mmdist.benchmarks.common import pin_mmap_threshold, timed_peak
+from mmdist.config import check_section
+from mmdist.config_schema.benchmarks import EvalSuite
 from mmdist.eval.retrieval import chunked_ranks, metrics_from_ranks
 
-REQUIRED_KEYS = ("sizes", "num_queries", "dim", "k", "chunk_size", "repeats", "threads", "seed", "full_matrix_max_gib")
 MIB, GIB = 2**20, 2**30
 
 
@@ -70,7 +71,7 @@ def measure(methods: dict[str, tuple[Callable, Callable]], repeats: int) -> dict
 
 def run(cfg: Mapping) -> dict[str, float]:
     """Run the suite, print its figures, return them as a flat dict (`N<size>/<figure>`)."""
-    require_keys(cfg, REQUIRED_KEYS, "eval")
+    cfg = check_section(cfg, EvalSuite, "suite")  # keys and types (mmdist/config_schema/)
     torch.set_num_threads(int(cfg["threads"]))
     pin_mmap_threshold()
     generator = torch.Generator().manual_seed(int(cfg["seed"]))
@@ -83,8 +84,8 @@ def run(cfg: Mapping) -> dict[str, float]:
         head = queries[:chunk]  # warm-up input: one chunk
         methods = {
             "ours_ranks": (
-                lambda: metrics_from_ranks(chunked_ranks(queries, candidates, chunk)),
-                lambda: chunked_ranks(head, candidates, chunk),
+                lambda: metrics_from_ranks(chunked_ranks(queries, candidates, chunk, cfg["rank_block"])),
+                lambda: chunked_ranks(head, candidates, chunk, cfg["rank_block"]),
             ),
             "bare_chunked": (
                 lambda: bare_chunked_topk(queries, candidates, k, chunk),

@@ -29,7 +29,9 @@ import torch
 from omegaconf import OmegaConf
 from torch.utils.flop_counter import FlopCounterMode
 
-from mmdist.benchmarks.common import compose, require_keys
+from mmdist.benchmarks.common import compose
+from mmdist.config import check_section
+from mmdist.config_schema.benchmarks import GpuSuite
 from mmdist.data.shapes import batch_shapes
 from mmdist.models import build_model
 from mmdist.objectives import kmeans_from_recipe, recipe_loss, with_code_probs
@@ -38,14 +40,9 @@ from mmdist.train.engine import build_engine
 from mmdist.train.gather import gather_outputs
 from mmdist.train.sync_batchnorm import convert_to_global_batchnorm
 
-REQUIRED_KEYS = ("overrides", "micro_batch", "variants", "steps", "warmup", "seed", "loss_tolerance", "peak_tflops")
-OPTION_KEYS = ("name", "zero_stage", "channels_last_3d", "cudnn_benchmark", "compile")
-
 
 def run(cfg: dict) -> dict:
-    require_keys(cfg, REQUIRED_KEYS, "gpu")
-    for variant in cfg["variants"]:
-        require_keys(variant, OPTION_KEYS, f"gpu, variant {variant.get('name', '?')}")
+    cfg = check_section(cfg, GpuSuite, "suite")  # keys and types (mmdist/config_schema/)
     if not torch.cuda.is_available():
         message = no_cuda_message()
         print(message)

@@ -22,12 +22,13 @@ from typing import Callable, Mapping
 
 import torch
 
-from mmdist.benchmarks.common import pin_mmap_threshold, require_keys, timed_peak
+from mmdist.benchmarks.common import pin_mmap_threshold, timed_peak
+from mmdist.config import check_section
+from mmdist.config_schema.benchmarks import ObjectivesSuite
 from mmdist.objectives import code_similarity
 from mmdist.objectives.code_matching import PROB_FLOOR
 from mmdist.vq import squared_distances
 
-REQUIRED_KEYS = ("batch_sizes", "num_codes", "vq_rows", "vq_dim", "repeats", "threads", "seed")
 MIB = 2**20
 
 
@@ -78,7 +79,7 @@ def _compare(label: str, fast: Callable, slow: Callable, repeats: int) -> dict[s
 
 def run(cfg: Mapping) -> dict[str, float]:
     """Run the suite, print its figures, return them as a flat dict."""
-    require_keys(cfg, REQUIRED_KEYS, "objectives")
+    cfg = check_section(cfg, ObjectivesSuite, "suite")  # keys and types (mmdist/config_schema/)
     torch.set_num_threads(int(cfg["threads"]))
     pin_mmap_threshold()
     generator = torch.Generator().manual_seed(int(cfg["seed"]))

@@ -24,16 +24,16 @@ import pyarrow.parquet as pq
 import torch
 from omegaconf import OmegaConf
 
-from mmdist.benchmarks.common import compose, require_keys
+from mmdist.benchmarks.common import compose
 from mmdist.benchmarks.startup import PHASES, measure_startup
+from mmdist.config import check_section
+from mmdist.config_schema.benchmarks import TrainerSuite
 
-REQUIRED_KEYS = ("recipe", "clips", "batch_size", "batches", "steps", "warmup", "torch_threads", "streaming_steps",
-                 "streaming_workers", "streaming_report_every", "streaming_baseline_epochs_per_pass", "startup_steps", "startup_variants", "seed")
 TARGET_DATA_WAIT = 0.10
 
 
 def run(cfg: dict) -> dict:
-    require_keys(cfg, REQUIRED_KEYS, "trainer")
+    cfg = check_section(cfg, TrainerSuite, "suite")  # keys and types (mmdist/config_schema/)
     import ray
     from ray.train import RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer

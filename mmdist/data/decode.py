@@ -26,36 +26,13 @@ import numpy as np
 import soundfile
 from av.video.reformatter import Interpolation
 
+from mmdist.config import ConfigError, check_section
+from mmdist.config_schema.data import DataAudio, DataLimits, DataText, DataVideo
 from mmdist.data.media import frames_at
 from mmdist.data.resample import resample
 from mmdist.data.shapes import audio_frame_count
-from mmdist.data.text import TEXT_CONFIG_KEYS, check_text_config
+from mmdist.data.text import check_text_config
 
-VIDEO_CONFIG_KEYS = {
-    "num_frames": int,
-    "fps": (int, float),
-    "resize": int,
-    "size": int,
-    "interpolation": str,
-    "threads": int,
-}
-AUDIO_CONFIG_KEYS = {
-    "sample_rate": int,
-    "n_mels": int,
-    "window_ms": (int, float),
-    "hop_ms": (int, float),
-    "max_seconds": (int, float),
-    "log_floor": float,
-}
-LIMIT_CONFIG_KEYS = {
-    "max_video_bytes": int,
-    "max_audio_bytes": int,
-    "max_frames": int,
-    "max_duration_s": (int, float),
-    "max_frame_pixels": int,
-    "max_audio_sample_rate": int,
-    "max_audio_channels": int,
-}
 
 
 class DecodeError(ValueError):
@@ -69,50 +46,11 @@ class DecodeError(ValueError):
 # ---------------------------------------------------------------- config
 
 
-def check_config_keys(cfg: dict, spec: dict, prefix: str) -> None:
-    """`cfg` has exactly the keys of `spec`, each of its type (nested dicts recurse).
-
-    Errors name the full key (`data.video.fps`), so a typo in a YAML or an override is found
-    at start-up, not as a KeyError inside a decoder actor.
-    """
-    if not isinstance(cfg, dict):
-        raise TypeError(f"{prefix} must be a mapping, got {type(cfg).__name__}")
-    missing = [f"{prefix}.{key}" for key in spec if key not in cfg]
-    if missing:
-        raise KeyError(f"missing config key(s): {', '.join(missing)}")
-    unknown = [f"{prefix}.{key}" for key in cfg if key not in spec]
-    if unknown:
-        raise KeyError(f"unknown config key(s): {', '.join(unknown)} (expected {sorted(spec)})")
-    for key, expected in spec.items():
-        if isinstance(expected, dict):
-            check_config_keys(cfg[key], expected, f"{prefix}.{key}")
-        elif not _has_type(cfg[key], expected):
-            raise TypeError(f"config key {prefix}.{key} = {cfg[key]!r} should be {_type_names(expected)}")
-
-
-def _has_type(value, expected) -> bool:
-    expected = expected if isinstance(expected, tuple) else (expected,)
-    if isinstance(value, bool) and bool not in expected:  # bool is an int to isinstance, not to a config
-        return False
-    return isinstance(value, expected)
-
-
-def _type_names(expected) -> str:
-    expected = expected if isinstance(expected, tuple) else (expected,)
-    return " or ".join("null" if kind is type(None) else kind.__name__ for kind in expected)
-
-
 def check_decode_config(cfg: dict) -> None:
-    """Keys and values of the sections decoding reads: `data.video`, `data.audio`, `data.text`, `data.limits`."""
-    for section, spec in (
-        ("video", VIDEO_CONFIG_KEYS),
-        ("audio", AUDIO_CONFIG_KEYS),
-        ("text", TEXT_CONFIG_KEYS),
-        ("limits", LIMIT_CONFIG_KEYS),
-    ):
-        if section not in cfg:
-            raise KeyError(f"missing config key: data.{section}")
-        check_config_keys(cfg[section], spec, f"data.{section}")
+    """Keys (the config schema) and values of the sections decoding reads: `data.video`, `data.audio`,
+    `data.text`, `data.limits`."""
+    for section, schema in (("video", DataVideo), ("audio", DataAudio), ("text", DataText), ("limits", DataLimits)):
+        check_section(cfg.get(section), schema, f"data.{section}")
     video, audio = cfg["video"], cfg["audio"]
     for key in ("num_frames", "fps", "size"):
         _require(video[key] > 0, f"data.video.{key} must be > 0, got {video[key]}")
@@ -140,7 +78,7 @@ def check_decode_config(cfg: dict) -> None:
 
 def _require(condition: bool, message: str) -> None:
     if not condition:
-        raise ValueError(message)
+        raise ConfigError(message)
 
 
 # ---------------------------------------------------------------- video

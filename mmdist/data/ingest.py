@@ -234,9 +234,9 @@ def ingest_chunk(entries: list[Entry], cfg: dict, url: str, endpoint_url: str | 
             bad.append(BadEntry(entry.line, entry.clip_id, *classify(err)))
     if not rows:
         return None, 0, bad
-    storage = cfg.get("storage") or {}
+    storage = cfg["storage"]
     table = pa.Table.from_pylist(rows, schema=CLIP_SCHEMA)
-    write_shard(table, url, endpoint_url, retries=storage.get("retries"), backoff_s=storage.get("backoff_s"))
+    write_shard(table, url, endpoint_url, retries=storage["retries"], backoff_s=storage["backoff_s"])
     return url, len(rows), bad
 
 
@@ -254,9 +254,9 @@ def read_manifest(manifest: str, endpoint_url: str | None, retries: int | None) 
 def ingest(manifest: str, out: str, cfg: dict, endpoint_url: str | None = None) -> IngestSummary:
     """Ingest the manifest at `manifest` into shards under `out`; the summary is also written
     to `<out>/_ingest_summary.json`. `cfg` is configs/ingest.yaml as a dict."""
-    storage = cfg.get("storage") or {}
-    endpoint_url = default_endpoint(endpoint_url or storage.get("endpoint_url"))
-    retries, backoff_s = storage.get("retries"), storage.get("backoff_s")
+    storage = cfg["storage"]
+    endpoint_url = default_endpoint(endpoint_url or storage["endpoint_url"])
+    retries, backoff_s = storage["retries"], storage["backoff_s"]
     entries, bad = parse_manifest(read_manifest(manifest, endpoint_url, retries), parent_url(manifest))
     if bad and not cfg["skip_invalid_entries"]:
         first, others = bad[0], len(bad) - 1
@@ -274,7 +274,7 @@ def ingest(manifest: str, out: str, cfg: dict, endpoint_url: str | None = None) 
         for k, start in enumerate(range(0, len(entries), size))
     ]
     summary = IngestSummary(manifest=manifest, out=out, entries=len(entries) + len(bad))
-    for shard, written, chunk_bad in map_tasks(ingest_chunk, jobs, workers=int(cfg["workers"])):
+    for shard, written, chunk_bad in map_tasks(ingest_chunk, jobs, int(cfg["workers"]), cfg["tasks"]):
         summary.shards += [shard] if shard else []
         summary.written += written
         bad += chunk_bad

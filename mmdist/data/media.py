@@ -39,7 +39,7 @@ class EmptyClipError(ClipError):
 
 
 def encode_video_mp4(
-    frames: Iterable[np.ndarray], fps: float, *, crf: int = 20, preset: str = "veryfast"
+    frames: Iterable[np.ndarray], fps: float, *, crf: int, preset: str
 ) -> bytes:
     """H.264 (yuv420p) in MP4 from `frames` uint8 [T, H, W, 3] (RGB) or any iterable of [H, W, 3].
 

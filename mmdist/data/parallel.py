@@ -6,16 +6,21 @@ of its arguments, so the result does not depend on `workers`.
 
 from __future__ import annotations
 
-from typing import Callable, Sequence, TypeVar
+from typing import Callable, Mapping, Sequence, TypeVar
 
 T = TypeVar("T")
 
 
 def map_tasks(
-    function: Callable[..., T], jobs: Sequence[tuple], workers: int, on_done: Callable[[int], None] | None = None
+    function: Callable[..., T],
+    jobs: Sequence[tuple],
+    workers: int,
+    tasks_cfg: Mapping,
+    on_done: Callable[[int], None] | None = None,
 ) -> list[T]:
-    """`[function(*job) for job in jobs]`, with `workers` > 0 running at most that many Ray tasks at once.
-    `on_done(index)` is called as each job finishes (a progress bar).
+    """`[function(*job) for job in jobs]`, with `workers` > 0 running at most that many Ray tasks at once,
+    each with the job config's `tasks.num_cpus` and `tasks.max_retries`. `on_done(index)` is called as
+    each job finishes (a progress bar).
 
     Ray is started with `mmdist.ray_setup.connect_ray` when no Ray instance is connected yet, which joins
     the cluster named by RAY_ADDRESS or starts a local one.
@@ -34,7 +39,7 @@ def map_tasks(
     from mmdist.ray_setup import connect_ray
 
     connect_ray()
-    remote = ray.remote(num_cpus=1, max_retries=2)(function)
+    remote = ray.remote(num_cpus=tasks_cfg["num_cpus"], max_retries=tasks_cfg["max_retries"])(function)
     results: dict[int, T] = {}
     pending: dict = {}
     for index, job in enumerate(jobs):

@@ -23,6 +23,7 @@ import collections
 import functools
 import json
 import os
+import sys
 import uuid
 from typing import Iterator
 
@@ -30,54 +31,35 @@ import numpy as np
 import pyarrow as pa
 import ray
 
-from mmdist.data.decode import (
-    AUDIO_CONFIG_KEYS,
-    LIMIT_CONFIG_KEYS,
-    VIDEO_CONFIG_KEYS,
-    DecodeError,
-    check_config_keys,
-    check_decode_config,
-    decode_audio,
-    decode_video,
-)
+from mmdist.config import ConfigError, check_section
+from mmdist.config_schema.data import Data
+from mmdist.contracts import MODALITIES
+from mmdist.data.decode import DecodeError, check_decode_config, decode_audio, decode_video
 from mmdist.data.schema import CLIP_SCHEMA, LABELS_TYPE, SchemaError
 from mmdist.data.shapes import batch_shapes
 from mmdist.data.storage import require_shards, resolve_filesystem
-from mmdist.data.text import TEXT_CONFIG_KEYS, tokenize
+from mmdist.data.text import tokenize
 
-DATA_CONFIG_KEYS = {
-    "path": str,
-    "batch_size": int,
-    "limit": (int, type(None)),
-    "shuffle_files": bool,
-    "epochs_per_pass": int,
-    "ray_parquet_v2": bool,
-    "video": VIDEO_CONFIG_KEYS,
-    "audio": AUDIO_CONFIG_KEYS,
-    "text": TEXT_CONFIG_KEYS,
-    "limits": LIMIT_CONFIG_KEYS,
-    "decode": {"concurrency": int, "num_cpus": (int, float), "batch_size": int},
-}
 METADATA_COLUMNS = ("clip_id", "source_id", "start_s", "end_s")
 LABEL_COLUMNS = tuple(f"label_{field.name}" for field in LABELS_TYPE)  # keep_metadata: the labels struct, flattened
 SHARD_COLUMN = "path"  # added by read_parquet(include_paths=True): names the shard in messages
 
 
 def check_data_config(cfg: dict) -> dict:
-    """Validate the whole `data` config (keys, types, values); errors name the key. Returns cfg."""
-    check_config_keys(cfg, DATA_CONFIG_KEYS, "data")
+    """Validate the whole `data` config (keys and types: the config schema; values); errors name the key. Returns cfg."""
+    cfg = check_section(cfg, Data, "data")
     check_decode_config(cfg)
     if cfg["batch_size"] < 1:
-        raise ValueError(f"data.batch_size must be >= 1, got {cfg['batch_size']}")
+        raise ConfigError(f"data.batch_size must be >= 1, got {cfg['batch_size']}")
     if cfg["epochs_per_pass"] < 1:
-        raise ValueError(f"data.epochs_per_pass must be >= 1, got {cfg['epochs_per_pass']}")
+        raise ConfigError(f"data.epochs_per_pass must be >= 1, got {cfg['epochs_per_pass']}")
     if cfg["limit"] is not None and cfg["limit"] < 1:
-        raise ValueError(f"data.limit must be >= 1 or null, got {cfg['limit']}")
+        raise ConfigError(f"data.limit must be >= 1 or null, got {cfg['limit']}")
     for key, smallest in (("concurrency", 1), ("batch_size", 1)):
         if cfg["decode"][key] < smallest:
-            raise ValueError(f"data.decode.{key} must be >= {smallest}, got {cfg['decode'][key]}")
+            raise ConfigError(f"data.decode.{key} must be >= {smallest}, got {cfg['decode'][key]}")
     if cfg["decode"]["num_cpus"] <= 0:
-        raise ValueError(f"data.decode.num_cpus must be > 0, got {cfg['decode']['num_cpus']}")
+        raise ConfigError(f"data.decode.num_cpus must be > 0, got {cfg['decode']['num_cpus']}")
     return cfg
 
 
@@ -145,7 +127,7 @@ class ClipDecoder:
         shards = _shard_names(table)
         _check_columns(table, self.keep_metadata, sorted(set(shards)))
         clip_ids = table.column("clip_id").to_pylist()
-        videos, audios, texts = (table.column(name).to_pylist() for name in ("video", "audio", "text"))
+        videos, audios, texts = (table.column(name).to_pylist() for name in MODALITIES)
         kept, decoded, drops = [], [], {}
         for row, clip_id in enumerate(clip_ids):
             try:
@@ -183,6 +165,36 @@ class ClipDecoder:
         return batch
 
 
+_decode_imports_attempted = False
+
+
+def import_decode_libraries() -> None:
+    """Import torch and torchaudio (audio decoding) in this task worker, or end the worker if it cannot.
+
+    Ray Data cancels running tasks by raising KeyboardInterrupt in them (when a Train worker dies, a
+    split is torn down). Landing inside `import torch` it leaves torch half-initialised, and every
+    later import in that reused worker process fails ("function 'conv1d' already has a docstring",
+    "SystemError ... bad call flags"): each decode task it got would fail the whole dataset. Such a
+    worker exits instead; Ray Data retries a task whose worker died, in a fresh process."""
+    global _decode_imports_attempted
+    attempted_before, _decode_imports_attempted = _decode_imports_attempted, True
+    try:
+        import torch  # noqa: F401
+        import torchaudio  # noqa: F401
+    except Exception as err:
+        if not attempted_before:
+            raise
+        print(
+            f"[decode] an earlier torch import in this worker was interrupted ({type(err).__name__}: {err}); "
+            "exiting so that Ray retries the task in a fresh worker",
+            file=sys.stderr, flush=True,
+        )
+        os._exit(DECODE_WORKER_BROKEN_EXIT)
+
+
+DECODE_WORKER_BROKEN_EXIT = 75  # EX_TEMPFAIL: the task itself is fine, this process is not
+
+
 @functools.lru_cache(maxsize=4)
 def _process_decoder(cfg_json: str, train: bool, seed: int, keep_metadata: bool) -> ClipDecoder:
     """One decoder per worker process and setting (Ray reuses task workers: its setup is paid once)."""
@@ -200,6 +212,7 @@ def decode_task(
     A generator over the whole read block (map_batches batch_size=None) is what lets Ray Data fuse
     the read and the decode into one task: the encoded bytes never cross the object store.
     """
+    import_decode_libraries()
     decoder = _process_decoder(cfg_json, train, seed, keep_metadata)
     for start in range(0, table.num_rows, batch_size):
         batch, drops = decoder.decode_table(table.slice(start, batch_size))
@@ -218,7 +231,7 @@ def _shard_names(table: pa.Table) -> list[str]:
 
 def _check_columns(table: pa.Table, keep_metadata: bool, shards: list[str]) -> None:
     """The columns the decoder reads exist with CLIP_SCHEMA's types (a wrong shard is an error, not a drop)."""
-    needed = ["clip_id", "video", "audio", "text"] + (list(METADATA_COLUMNS[1:]) + ["labels"] if keep_metadata else [])
+    needed = ["clip_id", *MODALITIES] + (list(METADATA_COLUMNS[1:]) + ["labels"] if keep_metadata else [])
     for name in needed:
         expected = CLIP_SCHEMA.field(name).type
         if name not in table.column_names:
@@ -264,7 +277,7 @@ def build_dataset(
     # The plan holds this handle (a decode_task argument): the actor lives as long as the dataset.
     stats = DecodeStats.options(name=stats_name, get_if_exists=True).remote()
 
-    columns = ["clip_id", "video", "audio", "text"] + (list(METADATA_COLUMNS[1:]) + ["labels"] if keep_metadata else [])
+    columns = ["clip_id", *MODALITIES] + (list(METADATA_COLUMNS[1:]) + ["labels"] if keep_metadata else [])
     # Training reads `epochs_per_pass` epochs in one pass (a union of that many reads, each with its own
     # shard order): Ray Train's streaming_split starts the plan afresh on every pass, and a start is a
     # wait of a second or more before the first batch (README, Benchmarks).
@@ -361,12 +374,12 @@ def check_dataset(data_cfg: dict, storage_cfg: dict, seed: int, examples_per_rea
     decoded, present = 0, collections.Counter()
     for batch in dataset.iter_batches(batch_size=data_cfg["batch_size"], batch_format="numpy"):
         decoded += len(batch["has_video"])
-        for modality in ("video", "audio", "text"):
+        for modality in MODALITIES:
             present[modality] += int(batch[f"has_{modality}"].sum())
     drops = decode_drops(stats_name)
     reasons = dict(sorted(collections.Counter(reason for reason, _ in drops.values()).items()))
     summary = {"rows": decoded + len(drops), "decoded": decoded, "dropped": len(drops), "reasons": reasons}
-    lines = [f"{name}: present in {present[name]} of {decoded} decoded clips" for name in ("video", "audio", "text")]
+    lines = [f"{name}: present in {present[name]} of {decoded} decoded clips" for name in MODALITIES]
     shown = collections.Counter()
     for reason, message in sorted(drops.values()):
         if shown[reason] < examples_per_reason:

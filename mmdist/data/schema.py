@@ -27,7 +27,6 @@ CLIP_SCHEMA = pa.schema(
     ]
 )
 
-MODALITY_COLUMNS = ("video", "audio", "text")
 REQUIRED_COLUMNS = ("clip_id", "source_id", "start_s", "end_s")
 
 

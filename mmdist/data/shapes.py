@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from mmdist.contracts import BATCH_COLUMNS
+
 
 def audio_frame_count(cfg: dict) -> int:
     """F: spectrogram frames in the `audio.max_seconds` window (one per `hop_ms`)."""
@@ -16,17 +18,9 @@ def audio_frame_count(cfg: dict) -> int:
 
 
 def batch_shapes(cfg: dict) -> dict[str, tuple[np.dtype, tuple[int, ...]]]:
-    """dtype and per-clip shape of every training column (a batch adds a leading B)."""
+    """dtype and per-clip shape of every ClipBatch column (mmdist.contracts; a batch adds a leading B)."""
     video, text = cfg["video"], cfg["text"]
-    frames, candidates, tokens = audio_frame_count(cfg), text["max_candidates"], text["max_tokens"]
-    return {
-        "video": (np.dtype(np.uint8), (video["num_frames"], video["size"], video["size"], 3)),
-        "audio": (np.dtype(np.float32), (cfg["audio"]["n_mels"], frames)),
-        "audio_frame_mask": (np.dtype(bool), (frames,)),
-        "text_tokens": (np.dtype(np.int64), (candidates, tokens)),
-        "text_token_mask": (np.dtype(bool), (candidates, tokens)),
-        "text_candidate_mask": (np.dtype(bool), (candidates,)),
-        "has_video": (np.dtype(bool), ()),
-        "has_audio": (np.dtype(bool), ()),
-        "has_text": (np.dtype(bool), ()),
-    }
+    sizes = {"T": video["num_frames"], "H": video["size"], "W": video["size"], "n_mels": cfg["audio"]["n_mels"],
+             "F": audio_frame_count(cfg), "P": text["max_candidates"], "L": text["max_tokens"]}
+    return {name: (np.dtype(column.dtype), tuple(sizes.get(dim, dim) for dim in column.dims))
+            for name, column in BATCH_COLUMNS.items()}

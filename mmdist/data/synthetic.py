@@ -26,6 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 
+from mmdist.contracts import MODALITIES
 from mmdist.data.media import encode_audio_flac, encode_video_mp4
 from mmdist.data.schema import CLIP_SCHEMA
 from mmdist.data.storage import default_endpoint, join_url, prepare_output, write_shard
@@ -48,7 +49,6 @@ TEMPLATES = (
     "someone {verb} the {noun}",
 )
 REGIONS = {"I": 1, "II": 2, "III": 3, "IV": 4}
-MODALITIES = ("video", "audio", "text")
 
 
 def verbs(num_verbs: int) -> tuple[Verb, ...]:
@@ -213,8 +213,8 @@ def render_shard(plans: list[ClipPlan], seed: int, cfg: dict, url: str, endpoint
         if on_clip is not None:
             on_clip()
     table = pa.Table.from_pylist(rows, schema=CLIP_SCHEMA)
-    storage = cfg.get("storage") or {}
-    return write_shard(table, url, endpoint_url, retries=storage.get("retries"), backoff_s=storage.get("backoff_s"))
+    storage = cfg["storage"]
+    return write_shard(table, url, endpoint_url, retries=storage["retries"], backoff_s=storage["backoff_s"])
 
 
 def generate_world(out: str, num_clips: int, seed: int, cfg: dict, endpoint_url: str | None = None) -> list[str]:
@@ -225,10 +225,10 @@ def generate_world(out: str, num_clips: int, seed: int, cfg: dict, endpoint_url:
     Ray tasks (at most that many at once). An `out` that already holds shards is refused unless
     `overwrite` is set, which deletes them first.
     """
-    storage = cfg.get("storage") or {}
+    storage = cfg["storage"]
     # Resolved here, not in the tasks: a Ray worker on another node may not share our environment.
-    endpoint_url = default_endpoint(endpoint_url or storage.get("endpoint_url"))
-    prepare_output(out, cfg["overwrite"], endpoint_url, retries=storage.get("retries"), backoff_s=storage.get("backoff_s"))
+    endpoint_url = default_endpoint(endpoint_url or storage["endpoint_url"])
+    prepare_output(out, cfg["overwrite"], endpoint_url, retries=storage["retries"], backoff_s=storage["backoff_s"])
     plans = plan_world(num_clips, seed, cfg)
     rows_per_shard = int(cfg["rows_per_shard"])
     if rows_per_shard < 1:
@@ -242,4 +242,4 @@ def generate_world(out: str, num_clips: int, seed: int, cfg: dict, endpoint_url:
             for k, start in enumerate(range(0, num_clips, rows_per_shard))
         ]
         on_done = None if workers == 0 else (lambda index: bar.update(len(jobs[index][0])))
-        return map_tasks(render_shard, jobs, workers=workers, on_done=on_done)
+        return map_tasks(render_shard, jobs, workers, cfg["tasks"], on_done=on_done)

@@ -32,6 +32,8 @@ import re
 
 import numpy as np
 
+from mmdist.config import ConfigError
+
 PAD_ID = 0  # padding (token_mask False)
 CLS_ID = 1  # first token of every candidate
 NUM_RESERVED_IDS = 2  # word buckets start after the reserved ids
@@ -40,8 +42,6 @@ TOKENIZERS = ("hashed", "clip_bpe")
 # len(open_clip SimpleTokenizer().encoder): 49152 - 256 - 2 merges + 2 x 256 byte symbols + 2 specials.
 # A constant so that building a model does not load the tokeniser (tests/data/test_text.py checks it).
 CLIP_BPE_VOCAB_SIZE = 49408
-
-TEXT_CONFIG_KEYS = {"tokenizer": str, "vocab_size": int, "max_tokens": int, "max_candidates": int}
 
 # Lower-cased letters/digits, keeping in-word apostrophes ("person's" is one word).
 _WORD = re.compile(r"[a-z0-9]+(?:'[a-z0-9]+)*")
@@ -135,14 +135,14 @@ def tokenize(texts: list[str | None], cfg: dict) -> tuple[np.ndarray, np.ndarray
 def check_text_config(text_cfg: dict) -> None:
     """Values the tokeniser cannot work with; key names are checked by the pipeline's config check."""
     if text_cfg["tokenizer"] not in TOKENIZERS:
-        raise ValueError(f"data.text.tokenizer must be one of {list(TOKENIZERS)}, got {text_cfg['tokenizer']!r}")
+        raise ConfigError(f"data.text.tokenizer must be one of {list(TOKENIZERS)}, got {text_cfg['tokenizer']!r}")
     if text_cfg["vocab_size"] <= NUM_RESERVED_IDS:
-        raise ValueError(
+        raise ConfigError(
             f"data.text.vocab_size must exceed the {NUM_RESERVED_IDS} reserved ids, got {text_cfg['vocab_size']}"
         )
     if text_cfg["max_tokens"] < 2:
-        raise ValueError(
+        raise ConfigError(
             f"data.text.max_tokens must be >= 2 (CLS + one word, or SOT + EOT), got {text_cfg['max_tokens']}"
         )
     if text_cfg["max_candidates"] < 1:
-        raise ValueError(f"data.text.max_candidates must be >= 1, got {text_cfg['max_candidates']}")
+        raise ConfigError(f"data.text.max_candidates must be >= 1, got {text_cfg['max_candidates']}")

@@ -17,7 +17,7 @@ _HOMES = {  # name -> the module of mmdist.eval that defines it
     "usage_summary": "codebook",
     "cosine_scores": "discovery", "discovery_curves": "discovery", "discovery_metrics": "discovery",
     "embed_batch": "embed", "embedding_columns": "embed", "read_embeddings": "embed", "rows_to_table": "embed",
-    "table_to_rows": "embed", "to_torch_batch": "embed",
+    "table_to_rows": "embed",
     "EmbeddingExtractor": "extract", "extract_embeddings": "extract",
     "check_eval_config": "job", "evaluate": "job",
     "linear_probe": "probe", "split_by_group": "probe",
@@ -70,7 +70,6 @@ __all__ = [
     "sampled_retrieval",
     "split_by_group",
     "table_to_rows",
-    "to_torch_batch",
     "usage_summary",
     "validation_metrics",
 ]

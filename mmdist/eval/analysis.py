@@ -15,6 +15,7 @@ from itertools import permutations
 
 import numpy as np
 
+from mmdist.contracts import MODALITIES
 from mmdist.eval import codebook
 from mmdist.eval.clustering import clustering_metrics, kmeans_labels
 from mmdist.eval.discovery import cosine_scores, discovery_curves, discovery_metrics
@@ -24,7 +25,7 @@ from mmdist.eval.retrieval import full_video_similarity, retrieval_metrics, samp
 
 
 def modalities_of(rows: dict) -> list[str]:
-    return [m for m in ("video", "audio", "text") if f"emb_{m}" in rows]
+    return [m for m in MODALITIES if f"emb_{m}" in rows]
 
 
 def label_ids(rows: dict, label: str) -> tuple[np.ndarray, list[str]]:
@@ -58,6 +59,7 @@ def retrieval_section(rows: dict, cfg: dict, seed: int, groups: np.ndarray | Non
             rows[candidate_column][keep],
             cfg["similarity"],
             cfg["chunk_size"],
+            cfg["rank_block"],
             cfg["retrieval"]["num_candidates"],
             cfg["retrieval"]["draws"],
             seed,

@@ -1,7 +1,6 @@
 """Per-clip embedding rows: the eval-mode forward, and their Parquet form.
 
-A row of a clip holds its high-level vectors (`emb_<m> [D]`, text: the clip's own narration,
-candidate 0), which modalities it has (`present_<m>`), and with a codebook its fine-grained code
+A row of a clip holds its high-level vectors (`emb_<m> [D]`, text: the clip's own narration), which modalities it has (`present_<m>`), and with a codebook its fine-grained code
 indices (`codes_<m> [L_m]`, -1 at invalid positions) and code distribution (`code_probs_<m> [V]`,
 CMCM eqs. 4-5). On disk every vector is a Parquet fixed_size_list column: plain Parquet that any
 reader (pyarrow, pandas, DuckDB) opens without Ray's tensor extension types.
@@ -22,10 +21,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
+from mmdist.contracts import ModelOutput, clip_vectors
+from mmdist.models.batch import to_clip_batch
 from mmdist.models.heads import FINE_SPACE_MODALITIES, comparison_space
 from mmdist.objectives.code_matching import with_code_probs
 
-MODALITIES = ("video", "audio", "text")
 VECTOR_PREFIXES = ("emb_", "codes_", "code_probs_")
 FINE_PREFIX = "emb_va_"
 
@@ -43,36 +43,24 @@ def embedding_columns(rows, *modalities: str) -> list[str]:
     return [f"{prefix}{m}" for m in modalities]
 
 
-def to_torch_batch(batch: dict[str, np.ndarray], device: torch.device | str = "cpu") -> dict:
-    """Numeric numpy columns -> torch tensors on `device`; string / object columns stay numpy."""
-    out = {}
-    for name, value in batch.items():
-        array = np.asarray(value)
-        # Arrow hands out read-only views: torch warns on those (once per process), so they are copied
-        out[name] = array if array.dtype.kind in "OUS" else torch.from_numpy(np.require(array, requirements=["C", "W"])).to(device)
-    return out
-
-
 @torch.no_grad()
-def embed_batch(model: torch.nn.Module, batch: dict) -> dict[str, np.ndarray]:
+def embed_batch(model: torch.nn.Module, columns: dict) -> dict[str, np.ndarray]:
     """Eval-mode forward without gradient -> per-clip numpy rows (see the module docstring).
 
-    The model's train/eval mode is restored afterwards, so a training loop can call this between
-    steps. Tensors are moved to the model's device; non-tensor entries are ignored.
+    `columns`: a batch as Ray Data hands it (numpy arrays or tensors; metadata columns are ignored),
+    made the model's ClipBatch on its device here. The model's train/eval mode is restored
+    afterwards, so a training loop can call this between steps.
     """
-    device = next(model.parameters()).device
-    tensors = {name: value.to(device) for name, value in batch.items() if isinstance(value, torch.Tensor)}
+    batch = to_clip_batch(columns, next(model.parameters()).device)
     was_training = model.training
     model.eval()  # batch norms use running statistics; the codebook does no EMA update
     try:
-        out = with_code_probs(model(tensors))  # CMCM eqs. 4-5 from the codebook branch's features
+        out: ModelOutput = with_code_probs(model(batch))  # CMCM eqs. 4-5 from the codebook branch's features
     finally:
         model.train(was_training)
     rows = {}
     for m, embedding in out["embeddings"].items():
-        if m == "text":
-            embedding = embedding[:, 0]  # [B, P, D] -> [B, D]: the clip's own narration
-        rows[f"emb_{m}"] = embedding.float().cpu().numpy()
+        rows[f"emb_{m}"] = clip_vectors(m, embedding).float().cpu().numpy()  # text: the own narration's
         rows[f"present_{m}"] = out["present"][m].cpu().numpy().astype(bool)
     for m in FINE_SPACE_MODALITIES:
         if f"{m}_va" in out.get("fac", {}):

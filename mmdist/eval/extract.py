@@ -17,7 +17,7 @@ import torch
 
 from mmdist.data.pipeline import METADATA_COLUMNS, LABEL_COLUMNS, build_dataset, decode_stats, new_stats_name
 from mmdist.data.storage import list_shards, resolve_filesystem
-from mmdist.eval.embed import embed_batch, rows_to_table, to_torch_batch
+from mmdist.eval.embed import embed_batch, rows_to_table
 from mmdist.models import build_model
 
 PASSTHROUGH_COLUMNS = (*METADATA_COLUMNS, *LABEL_COLUMNS)
@@ -37,8 +37,7 @@ class EmbeddingExtractor:
 
     def __call__(self, batch: dict):
         passthrough = {name: batch[name] for name in PASSTHROUGH_COLUMNS if name in batch}
-        inputs = to_torch_batch({name: value for name, value in batch.items() if name not in passthrough})
-        return rows_to_table({**passthrough, **embed_batch(self.model, inputs)})
+        return rows_to_table({**passthrough, **embed_batch(self.model, batch)})
 
 
 def gpus_per_actor(setting) -> float:

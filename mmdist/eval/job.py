@@ -19,7 +19,8 @@ import json
 import math
 import os
 
-from mmdist.data.decode import check_config_keys
+from mmdist.config import ConfigError, check_config, check_section
+from mmdist.config_schema.train import Eval
 from mmdist.data.pipeline import check_data_config
 from mmdist.eval.analysis import compute_metrics
 from mmdist.eval.embed import read_embeddings
@@ -32,40 +33,18 @@ from mmdist.ray_setup import progress_bar
 from mmdist.startup import checkpoint_config, require_dataset
 from mmdist.tracking import evaluation_tracking_uri, log_evaluation
 
-EVAL_CONFIG_KEYS = {
-    "seed": int,
-    "decode_from_checkpoint": bool,
-    "batch_size": int,
-    "similarity": str,
-    "chunk_size": int,
-    "extract": {"actors": int, "cpus_per_actor": (int, float), "gpus_per_actor": (str, int, float), "torch_threads": int},
-    "retrieval": {"num_candidates": int, "draws": int, "group_label": (str, type(None))},
-    "discovery": {"label": str, "pairs": list},
-    "probe": {"label": str, "modalities": list, "test_fraction": float, "regularization_c": (int, float), "max_iter": int},
-    "clustering": {"label": str, "num_clusters": (int, type(None)), "n_init": int},
-    "codebook": {
-        "label": str,
-        "table_modality": str,
-        "table_rows": int,
-        "min_occurrence": int,
-        "joint_threshold": float,
-        "heatmap_labels": int,
-        "heatmap_codes": int,
-        "localise_codes": int,
-    },
-    "report": {"enabled": bool, "map_method": str},
-}
 REDACTED = "***"
 
 
 def check_eval_config(eval_cfg: dict) -> dict:
-    """Keys and types of the `eval` config (configs/eval/default.yaml); errors name the key."""
-    check_config_keys(eval_cfg, EVAL_CONFIG_KEYS, "eval")
+    """Keys and types (the config schema) and values of the `eval` config (configs/eval/default.yaml);
+    errors name the key."""
+    eval_cfg = check_section(eval_cfg, Eval, "eval")
     if eval_cfg["batch_size"] < 1:
-        raise ValueError(f"eval.batch_size must be >= 1, got {eval_cfg['batch_size']}")
+        raise ConfigError(f"eval.batch_size must be >= 1, got {eval_cfg['batch_size']}")
     for pair in eval_cfg["discovery"]["pairs"]:
-        if not isinstance(pair, list) or len(pair) != 2:
-            raise ValueError(f"eval.discovery.pairs must hold [modality, modality] pairs, got {pair!r}")
+        if len(pair) != 2:
+            raise ConfigError(f"eval.discovery.pairs must hold [modality, modality] pairs, got {pair!r}")
     return eval_cfg
 
 
@@ -202,9 +181,10 @@ def embed_clips(checkpoint: str, data_cfg: dict, storage_cfg: dict, eval_cfg: di
 
 
 def check_eval_inputs(config: dict) -> None:
-    """What jobs/evaluate.py reads, checked before Ray starts: the eval and data configs, the
-    checkpoint's saved config (the model is rebuilt from it), data.path's shards and the MLflow run
-    to log into."""
+    """What jobs/evaluate.py reads, checked before Ray starts: every section of its config (the config
+    schema), the eval and data values, the checkpoint's saved config (the model is rebuilt from it),
+    data.path's shards and the MLflow run to log into."""
+    check_config(config, "evaluate")
     check_eval_config(config["eval"])
     uri, training_run_dir = resolve_checkpoint(config["checkpoint"], config["training_run_dir"])
     checkpoint_config(uri, "checkpoint", config["storage"]["endpoint_url"])

@@ -11,6 +11,7 @@ import html
 import os
 import re
 
+from mmdist.contracts import MODALITIES
 from mmdist.eval import plots
 
 RETRIEVAL_COLUMNS = ("R@1", "R@5", "R@10", "MdR", "MnR")
@@ -102,7 +103,7 @@ def codebook_blocks(codebook: dict, artifacts: dict, plot_dir: str) -> list[tupl
         blocks.append(("h3", "Codeword localisation (mean position of its occurrences, 0 = start / top / left, 1 = end / bottom / right)"))
         rows = []
         for entry in codebook["localisation"]:
-            for m in ("video", "audio", "text"):
+            for m in MODALITIES:
                 if m in entry:
                     where = ", ".join(f"{axis} {value:.2f}" for axis, value in entry[m].items() if axis != "per_clip")
                     rows.append([entry["code"], m, where, entry[m]["per_clip"]])

@@ -64,10 +64,12 @@ def chunked_ranks(
     queries: torch.Tensor,
     candidates: torch.Tensor,
     chunk_size: int,
+    rank_block: int,
     query_groups: np.ndarray | None = None,
     candidate_groups: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Ranks of `retrieval_metrics` for `queries [Nq, D]` against `candidates [Nc, D]`, chunk by chunk.
+    """Ranks of `retrieval_metrics` for `queries [Nq, D]` against `candidates [Nc, D]`, chunk by chunk
+    (`eval.chunk_size` query rows), each chunk counted `eval.rank_block` candidates at a time.
 
     Without groups the ground truth is the diagonal (query i's positive is candidate i, Nq <= Nc);
     with integer `query_groups [Nq]`
@@ -86,10 +88,10 @@ def chunked_ranks(
     ranks = []
     for start, sim in similarity_chunks(queries, candidates, chunk_size):
         if query_groups is None:
-            ranks.append(ranks_from_similarity(sim, offset=start, check_finite=False))
+            ranks.append(ranks_from_similarity(sim, offset=start, check_finite=False, column_block=rank_block))
         else:
             positives = query_groups[start : start + sim.shape[0], None] == candidate_groups[None, :]  # [n, Nc]
-            ranks.append(ranks_from_similarity(sim, positives, offset=start, check_finite=False))
+            ranks.append(ranks_from_similarity(sim, positives, offset=start, check_finite=False, column_block=rank_block))
         del sim  # before the next chunk is computed: one chunk of similarities alive, not two
     return torch.cat(ranks).cpu().numpy()
 
@@ -99,6 +101,7 @@ def sampled_retrieval(
     candidates: np.ndarray,
     similarity: str,
     chunk_size: int,
+    rank_block: int,
     num_candidates: int,
     draws: int,
     seed: int,
@@ -123,7 +126,7 @@ def sampled_retrieval(
     for subset in subsets:
         q, c = similarity_space(queries[subset], similarity), similarity_space(candidates[subset], similarity)
         g = None if groups is None else groups[subset]
-        per_draw.append(metrics_from_ranks(chunked_ranks(q, c, chunk_size, g, g)))
+        per_draw.append(metrics_from_ranks(chunked_ranks(q, c, chunk_size, rank_block, g, g)))
     averaged = {name: float(np.mean([m[name] for m in per_draw])) for name in per_draw[0]}
     averaged.update(num_queries=len(subsets[0]), num_candidates=len(subsets[0]), draws=len(subsets))
     return averaged

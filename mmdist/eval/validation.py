@@ -13,6 +13,7 @@ from itertools import permutations
 
 import numpy as np
 
+from mmdist.contracts import MODALITIES
 from mmdist.eval.discovery import cosine_scores, discovery_metrics
 from mmdist.eval.embed import embedding_columns
 from mmdist.eval.retrieval import retrieval_metrics, similarity_space
@@ -28,7 +29,7 @@ def validation_metrics(rows: dict[str, np.ndarray], labels: dict[str, np.ndarray
     having both modalities, `val_mean_r1`, `val_mean_r5`, `val_clips`, and `val_discovery_roc_auc`
     (audio-video; `_audio_text` for audio-text) when `label_sounding` has both classes.
     """
-    modalities = [m for m in ("video", "audio", "text") if f"emb_{m}" in rows]
+    modalities = [m for m in MODALITIES if f"emb_{m}" in rows]
     out: dict[str, float] = {"val_clips": float(len(next(iter(rows.values())))) if rows else 0.0}
     r1, r5 = [], []
     for query, candidate in permutations(modalities, 2):

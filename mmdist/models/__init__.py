@@ -1,12 +1,12 @@
 """Encoders (video, audio, text), heads (joint, FAC, MCN decoders), the codebook branch and the builder.
 
-`build_model(model_cfg, data_cfg)` is the entry point; `model(batch) -> dict` (see `model.py`).
+`build_model(model_cfg, data_cfg)` is the entry point; `model(batch) -> ModelOutput` (see `model.py`), the
+batch a ClipBatch (mmdist/contracts.py) that `to_clip_batch` makes of Ray Data's columns.
 """
 
 from mmdist.models.audio import AudioEncoder
-from mmdist.models.batch import BatchError, check_batch
+from mmdist.models.batch import BatchError, check_batch, to_clip_batch
 from mmdist.models.codes import CodeBranch
-from mmdist.models.config import ModelConfigError
 from mmdist.models.deflation import ImageEncoder, deflate_video_encoder, fit_deflation, video_features
 from mmdist.models.heads import Decoder, FACHeads, GatedEmbedding
 from mmdist.models.model import MultimodalModel, build_model
@@ -22,7 +22,6 @@ __all__ = [
     "FACHeads",
     "GatedEmbedding",
     "ImageEncoder",
-    "ModelConfigError",
     "MultimodalModel",
     "TextEncoder",
     "VideoEncoder",
@@ -31,5 +30,6 @@ __all__ = [
     "deflate_video_encoder",
     "fit_deflation",
     "load_matching_state_dict",
+    "to_clip_batch",
     "video_features",
 ]

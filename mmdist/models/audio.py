@@ -20,21 +20,17 @@ from collections.abc import Mapping, Sequence
 import torch
 from torch import nn
 
-from mmdist.models.config import (
-    ModelConfigError,
+from mmdist.config import (
+    ConfigError,
     number,
     one_of,
     positive_int,
     positive_ints,
     positive_number,
-    section,
 )
 from mmdist.models.layers import Residual, downsample_mask
 
 BACKBONES = ("resnet1d", "resnet2d")
-AUDIO_KEYS = ("backbone", "weights", "mean", "std", "stem_channels", "stem_kernel", "stem_stride", "channels", "blocks",
-              "strides", "kernel", "pool")
-
 
 def conv_bn(in_channels: int, out_channels: int, kernel: int, stride: int) -> nn.Sequential:
     """Conv1d with 'same' padding (length shrinks only by the stride: ceil(F / stride)) + BN."""
@@ -114,14 +110,13 @@ def build_audio_encoder(cfg: Mapping, n_mels: int, path: str = "model.audio") ->
         from mmdist.models.audio_resnet2d import build_resnet2d_audio_encoder
 
         return build_resnet2d_audio_encoder(cfg, path)
-    section(cfg, path, AUDIO_KEYS)
     one_of(backbone, BACKBONES, f"{path}.backbone")
     channels = positive_ints(cfg["channels"], f"{path}.channels")
     for key in ("stem_kernel", "kernel"):
         if positive_int(cfg[key], f"{path}.{key}") % 2 == 0:
-            raise ModelConfigError(f"{path}.{key} must be odd ('same' padding), got {cfg[key]}")
+            raise ConfigError(f"{path}.{key} must be odd ('same' padding), got {cfg[key]}")
     if cfg["pool"] not in ("mean", "max"):
-        raise ModelConfigError(f"{path}.pool must be 'mean' or 'max', got {cfg['pool']!r}")
+        raise ConfigError(f"{path}.pool must be 'mean' or 'max', got {cfg['pool']!r}")
     return AudioEncoder(
         n_mels=n_mels,
         mean=number(cfg["mean"], f"{path}.mean"),

@@ -20,10 +20,9 @@ from torch import nn
 from torchvision import models as tv_models
 
 from mmdist.models.audio import standardise
-from mmdist.models.config import number, one_of, positive_number, section
+from mmdist.config import number, one_of, positive_number
 from mmdist.models.layers import downsample_mask
 
-RESNET2D_KEYS = ("backbone", "weights", "arch", "mean", "std", "pool")
 ARCHS = ("resnet18", "resnet34", "resnet50")
 STRIDE = 32  # conv1, max-pool and layers 2-4 halve each axis ('same'-style padding: ceil)
 
@@ -60,7 +59,6 @@ class ResNet2dAudioEncoder(nn.Module):
 
 
 def build_resnet2d_audio_encoder(cfg: Mapping, path: str = "model.audio") -> ResNet2dAudioEncoder:
-    section(cfg, path, RESNET2D_KEYS)
     return ResNet2dAudioEncoder(
         arch=one_of(cfg["arch"], ARCHS, f"{path}.arch"),
         mean=number(cfg["mean"], f"{path}.mean"),

@@ -24,10 +24,8 @@ import torch.nn.functional as F
 from open_clip.transformer import QuickGELU, TextTransformer
 from torch import nn
 
-from mmdist.models.config import ModelConfigError, boolean, one_of, positive_int, positive_number, section
+from mmdist.config import ConfigError, boolean, one_of, positive_int, positive_number
 
-CLIP_TEXT_KEYS = ("backbone", "weights", "context_length", "width", "heads", "layers", "mlp_ratio", "quick_gelu",
-                  "out_channels", "pool")
 
 
 class TokenTextTransformer(TextTransformer):
@@ -84,11 +82,10 @@ class ClipTextEncoder(nn.Module):
 
 
 def build_clip_text_encoder(cfg: Mapping, vocab_size: int, path: str = "model.text") -> ClipTextEncoder:
-    section(cfg, path, CLIP_TEXT_KEYS)
     width = positive_int(cfg["width"], f"{path}.width")
     heads = positive_int(cfg["heads"], f"{path}.heads")
     if width % heads:
-        raise ModelConfigError(f"{path}.width ({width}) must be divisible by {path}.heads ({heads})")
+        raise ConfigError(f"{path}.width ({width}) must be divisible by {path}.heads ({heads})")
     return ClipTextEncoder(
         vocab_size=vocab_size,
         context_length=positive_int(cfg["context_length"], f"{path}.context_length"),

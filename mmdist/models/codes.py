@@ -56,11 +56,13 @@ class CodeBranch(nn.Module):
         commitment: float,
         reset_noise: float,
         seed: int,
-        video_grid_in: Sequence[int] | None = None,
-        video_grid: Sequence[int] | None = None,
-        audio_positions_per_code: int = 1,
-        with_continuous: bool = True,
-        ema_text: str = "all",
+        video_grid_in: Sequence[int] | None,
+        video_grid: Sequence[int] | None,
+        audio_positions_per_code: int,
+        with_continuous: bool,
+        ema_text: str,
+        norm_momentum: float,
+        norm_eps: float,
     ):
         super().__init__()
         self.modalities = list(in_dims)
@@ -73,7 +75,7 @@ class CodeBranch(nn.Module):
         # "own": only the clip's own narration (candidate 0) enters the EMA; "all": every candidate
         self.ema_text = ema_text
         self.project = nn.ModuleDict({m: nn.Linear(in_dims[m], dim) for m in self.modalities})  # f^M
-        self.norm = ModalityBatchNorm(dim, self.modalities)
+        self.norm = ModalityBatchNorm(dim, self.modalities, eps=norm_eps, momentum=norm_momentum)
         self.quantizer = VectorQuantizer(
             num_codes, dim, decay, dead_after, commitment, self.modalities, seed, reset_noise=reset_noise
         )

@@ -20,13 +20,14 @@ import tempfile
 
 import torch
 
+from mmdist.contracts import MODALITIES
 from mmdist.models.checkpoint import EXPORT_CONFIG_FILE, EXPORT_WEIGHTS_FILE, load_trained
 from mmdist.models.model import build_model
 from mmdist.models.warm_start import load_state_dict_exactly
 
 EXPORT_FORMAT = "mmdist-model"
 EXPORT_VERSION = 1
-DECODE_SECTIONS = ("video", "audio", "text")  # how clips become tensors: must match what the model was trained on
+DECODE_SECTIONS = MODALITIES  # data.<modality>: how clips become tensors: must match what the model was trained on
 
 
 def export_manifest(run_config: dict, source: str) -> dict:

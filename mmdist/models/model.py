@@ -2,7 +2,8 @@
 
 `build_model(model_cfg, data_cfg)` reads `configs/model/<preset>.yaml` (the group's content,
 keys named `model.*` in errors) and the sizes it needs from the data config (`data.*`).
-`model(batch) -> dict` works on the local batch; the trainer gathers across ranks afterwards.
+`model(batch) -> ModelOutput` works on the local ClipBatch (both: mmdist/contracts.py); the trainer
+gathers across ranks afterwards.
 """
 
 from __future__ import annotations
@@ -12,44 +13,27 @@ from collections.abc import Mapping
 import torch
 from torch import nn
 
-from mmdist.data.text import TOKENIZERS, vocabulary_size
-from mmdist.models.audio import build_audio_encoder
-from mmdist.models.batch import check_batch
-from mmdist.models.codes import CodeBranch
-from mmdist.models.config import (
-    ModelConfigError,
+from mmdist.config import (
+    ConfigError,
     boolean,
+    check_section,
     lookup,
     non_negative_number,
     one_of,
     positive_int,
     positive_ints,
     positive_number,
-    section,
 )
+from mmdist.config_schema.model import Model
+from mmdist.contracts import MODALITIES, OWN_NARRATION, ClipBatch, ModelOutput, own_narration
+from mmdist.data.text import TOKENIZERS, vocabulary_size
+from mmdist.models.audio import build_audio_encoder
+from mmdist.models.batch import check_batch
+from mmdist.models.codes import CodeBranch
 from mmdist.models.heads import Decoder, FACHeads, GatedEmbedding
 from mmdist.models.layers import masked_pool
 from mmdist.models.text import build_text_encoder
 from mmdist.models.video import build_video_encoder
-
-MODALITIES = ("video", "audio", "text")
-MODEL_KEYS = (
-    "name",
-    "modalities",
-    "embed_dim",
-    "video",
-    "audio",
-    "text",
-    "codebook",
-    "head",
-    "fac",
-    "reconstruction",
-    "reconstruction_hidden_dim",
-    "init_checkpoint",
-)
-CODEBOOK_KEYS = ("enabled", "num_codes", "dim", "decay", "dead_after", "commitment", "reset_noise", "seed",
-                 "video_grid", "audio_positions_per_code", "with_continuous", "ema_text")
-FAC_KEYS = ("fine_dim", "coarse_dim")
 
 
 class MultimodalModel(nn.Module):
@@ -88,7 +72,7 @@ class MultimodalModel(nn.Module):
         self.n_mels = n_mels
         self.vocab_size = vocab_size
 
-    def encode(self, batch: Mapping[str, torch.Tensor]) -> tuple[dict, dict, dict]:
+    def encode(self, batch: ClipBatch) -> tuple[dict, dict, dict]:
         """-> fine features H `[N, L, C]`, valid positions `[N, L]`, present `[B]` by modality.
 
         N is B for video and audio, B * P for text (every candidate narration is encoded).
@@ -110,14 +94,14 @@ class MultimodalModel(nn.Module):
             fine["text"], valid["text"] = self.encoders["text"](tokens.flatten(0, 1), real.flatten(0, 1))
         return fine, valid, present
 
-    def forward(self, batch: Mapping[str, torch.Tensor]) -> dict:
+    def forward(self, batch: ClipBatch) -> ModelOutput:
         size = check_batch(batch, self.modalities, self.n_mels, self.vocab_size)
         fine, valid, present = self.encode(batch)
         pooled = {m: masked_pool(fine[m], valid[m], self.encoders[m].pool) for m in self.modalities}  # [N, C]
         if "text" in pooled:
             pooled["text"] = pooled["text"].unflatten(0, (size, -1))  # [B, P, C_t]
 
-        out: dict = {"present": present}
+        out: ModelOutput = {"present": present, "embeddings": {}}
         if "text" in self.modalities:
             out["text_candidate_mask"] = batch["text_candidate_mask"] & present["text"].unsqueeze(1)  # [B, P]
         if self.fac is not None:
@@ -150,7 +134,8 @@ class MultimodalModel(nn.Module):
             # every candidate narration is quantised (eq. 3 in any slot), but only the clip's own one
             # steers the codebook: otherwise text weighs P times a clip in the EMA and dead-code counts
             candidates = fine["text"].shape[0] // size
-            counted = {"text": torch.arange(fine["text"].shape[0], device=fine["text"].device) % candidates == 0}
+            candidate = torch.arange(fine["text"].shape[0], device=fine["text"].device) % candidates
+            counted = {"text": candidate == OWN_NARRATION}
         codes = self.codes(fine, valid, counted)
         code_embeddings = {}
         out: dict = {"code_features": {}, "codebook": codes.codebook, "code_indices": {}, "code_mask": {},
@@ -158,8 +143,8 @@ class MultimodalModel(nn.Module):
         for m in self.modalities:
             normalised, mask, indices = codes.normalised[m], valid[m], codes.indices[m]
             code_embeddings[m] = codes.code_embedding[m]  # [B, D]
-            if m == "text":  # codes describe the clip's own narration, candidate 0
-                normalised, mask, indices = (x.unflatten(0, (size, -1))[:, 0] for x in (normalised, mask, indices))
+            if m == "text":  # codes describe the clip's own narration
+                normalised, mask, indices = (own_narration(x.unflatten(0, (size, -1))) for x in (normalised, mask, indices))
                 code_embeddings[m] = code_embeddings[m].unflatten(0, (size, -1))  # [B, P, D]
             out["code_features"][m] = normalised  # [B, L_m, D_code], 0 where not valid
             out["code_indices"][m] = indices  # [B, L_m], -1 where not valid
@@ -173,7 +158,7 @@ class MultimodalModel(nn.Module):
         for m in self.modalities:
             embedding, target = embeddings[m], pooled[m]
             if m == "text":
-                embedding, target = embedding[:, 0], target[:, 0]
+                embedding, target = own_narration(embedding), own_narration(target)
             out[m] = (self.decoders[m](embedding), target.detach())  # [B, C_m] each
         return out
 
@@ -194,21 +179,21 @@ def _data_sizes(data_cfg: Mapping, modalities: list[str]) -> dict:
 
 def _modalities(value) -> list[str]:
     if isinstance(value, str) or not all(m in MODALITIES for m in value) or len(set(value)) != len(value):
-        raise ModelConfigError(f"model.modalities must list distinct names among {list(MODALITIES)}, got {value!r}")
+        raise ConfigError(f"model.modalities must list distinct names among {list(MODALITIES)}, got {value!r}")
     if len(value) < 2:
-        raise ModelConfigError(f"model.modalities needs at least two modalities to align, got {list(value)}")
+        raise ConfigError(f"model.modalities needs at least two modalities to align, got {list(value)}")
     return [m for m in MODALITIES if m in value]
 
 
 def build_model(model_cfg: Mapping, data_cfg: Mapping) -> MultimodalModel:
     """Build the model of `configs/model/<preset>.yaml` for the input sizes of the data config."""
-    cfg = section(model_cfg, "model", MODEL_KEYS)
+    cfg = check_section(model_cfg, Model, "model")  # every key, and each encoder's by its backbone
     modalities = _modalities(cfg["modalities"])
     sizes = _data_sizes(data_cfg, modalities)
     head = one_of(cfg["head"], ("joint", "fac"), "model.head")
     reconstruction = boolean(cfg["reconstruction"], "model.reconstruction")
     if cfg["init_checkpoint"] is not None and not isinstance(cfg["init_checkpoint"], str):
-        raise ModelConfigError(f"model.init_checkpoint must be null or a path, got {cfg['init_checkpoint']!r}")
+        raise ConfigError(f"model.init_checkpoint must be null or a path, got {cfg['init_checkpoint']!r}")
 
     encoders = nn.ModuleDict()
     if "video" in modalities:
@@ -222,11 +207,11 @@ def build_model(model_cfg: Mapping, data_cfg: Mapping) -> MultimodalModel:
     widths = {m: encoders[m].out_channels for m in modalities}
 
     embed_dim = positive_int(cfg["embed_dim"], "model.embed_dim")
-    fac_cfg = section(cfg["fac"], "model.fac", FAC_KEYS)
+    fac_cfg = cfg["fac"]
     embedding_heads, fac = None, None
     if head == "fac":
         if "video" not in modalities:
-            raise ModelConfigError("model.head = fac needs video in model.modalities (vision is the FAC hub)")
+            raise ConfigError("model.head = fac needs video in model.modalities (vision is the FAC hub)")
         fine_dim = positive_int(fac_cfg["fine_dim"], "model.fac.fine_dim")
         # In FAC mode the embeddings are the coarse S_vat vectors; model.embed_dim is the joint head's.
         embed_dim = positive_int(fac_cfg["coarse_dim"], "model.fac.coarse_dim")
@@ -257,18 +242,17 @@ def build_model(model_cfg: Mapping, data_cfg: Mapping) -> MultimodalModel:
 def _build_codes(
     cfg: Mapping, widths: Mapping[str, int], embed_dim: int, head: str, video_grid: tuple | None
 ) -> CodeBranch | None:
-    section(cfg, "model.codebook", CODEBOOK_KEYS)
     if not boolean(cfg["enabled"], "model.codebook.enabled"):
         return None
     if head == "fac":
-        raise ModelConfigError(
+        raise ConfigError(
             "model.codebook.enabled = true needs model.head = joint (CMCM eq. 3 adds f_code to the joint embedding)"
         )
     decay = positive_number(cfg["decay"], "model.codebook.decay")
     if decay >= 1:
-        raise ModelConfigError(f"model.codebook.decay must be in (0, 1), got {decay}")
+        raise ConfigError(f"model.codebook.decay must be in (0, 1), got {decay}")
     if isinstance(cfg["seed"], bool) or not isinstance(cfg["seed"], int):
-        raise ModelConfigError(f"model.codebook.seed must be an integer, got {cfg['seed']!r}")
+        raise ConfigError(f"model.codebook.seed must be an integer, got {cfg['seed']!r}")
     return CodeBranch(
         widths,
         embed_dim,
@@ -284,6 +268,8 @@ def _build_codes(
         audio_positions_per_code=positive_int(cfg["audio_positions_per_code"], "model.codebook.audio_positions_per_code"),
         with_continuous=boolean(cfg["with_continuous"], "model.codebook.with_continuous"),
         ema_text=one_of(cfg["ema_text"], ("own", "all"), "model.codebook.ema_text"),
+        norm_momentum=non_negative_number(cfg["norm_momentum"], "model.codebook.norm_momentum"),
+        norm_eps=positive_number(cfg["norm_eps"], "model.codebook.norm_eps"),
     )
 
 
@@ -298,4 +284,4 @@ def _code_grid(value, encoder_grid: tuple | None) -> tuple | None:
 
 def _check_reaches(stride: int, size: int, model_key: str, data_key: str) -> None:
     if size < stride:
-        raise ModelConfigError(f"{data_key} = {size} is smaller than the total stride {stride} of {model_key}")
+        raise ConfigError(f"{data_key} = {size} is smaller than the total stride {stride} of {model_key}")

@@ -18,10 +18,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mmdist.models.config import ModelConfigError, non_negative_number, one_of, positive_int, section
+from mmdist.config import ConfigError, non_negative_number, one_of, positive_int
 
 BACKBONES = ("transformer", "open_clip")
-TEXT_KEYS = ("backbone", "weights", "dim", "layers", "heads", "ff_dim", "dropout", "out_channels", "pool")
 
 
 def sinusoidal_positions(length: int, dim: int, device: torch.device) -> torch.Tensor:
@@ -89,17 +88,16 @@ def build_text_encoder(cfg: Mapping, vocab_size: int, path: str = "model.text") 
         from mmdist.models.clip_text import build_clip_text_encoder
 
         return build_clip_text_encoder(cfg, vocab_size, path)
-    section(cfg, path, TEXT_KEYS)
     one_of(backbone, BACKBONES, f"{path}.backbone")
     dim = positive_int(cfg["dim"], f"{path}.dim")
     heads = positive_int(cfg["heads"], f"{path}.heads")
     if dim % heads or dim % 2:
-        raise ModelConfigError(f"{path}.dim ({dim}) must be even and divisible by {path}.heads ({heads})")
+        raise ConfigError(f"{path}.dim ({dim}) must be even and divisible by {path}.heads ({heads})")
     if cfg["pool"] not in ("mean", "max"):
-        raise ModelConfigError(f"{path}.pool must be 'mean' or 'max', got {cfg['pool']!r}")
+        raise ConfigError(f"{path}.pool must be 'mean' or 'max', got {cfg['pool']!r}")
     dropout = non_negative_number(cfg["dropout"], f"{path}.dropout")
     if dropout >= 1:
-        raise ModelConfigError(f"{path}.dropout must be in [0, 1), got {dropout}")
+        raise ConfigError(f"{path}.dropout must be in [0, 1), got {dropout}")
     return TextEncoder(
         vocab_size=vocab_size,
         dim=dim,

@@ -27,10 +27,9 @@ import torch
 from torch import nn
 from torchvision.models import video as tv_video
 
-from mmdist.models.config import ModelConfigError, one_of, section
+from mmdist.config import ConfigError, one_of
 from mmdist.models.video import rgb_mean_std
 
-TORCHVISION_VIDEO_KEYS = ("backbone", "weights", "arch", "mean", "std", "pool")
 RESNETS = ("r2plus1d_18", "r3d_18", "mc3_18")
 MVITS = ("mvit_v1_b", "mvit_v2_s")
 ARCHS = (*RESNETS, "s3d", *MVITS)
@@ -60,7 +59,7 @@ def feature_map(net: nn.Module, arch: str, x: torch.Tensor) -> torch.Tensor:
 
 def check_mvit_input(arch: str, num_frames: int, size: int) -> None:
     if arch in MVITS and (num_frames, size) != MVIT_INPUT:
-        raise ModelConfigError(
+        raise ConfigError(
             f"model.video.arch = {arch} takes {MVIT_INPUT[0]} frames of {MVIT_INPUT[1]} x {MVIT_INPUT[1]} "
             f"pixels (torchvision's positional layout): set data.video.num_frames={MVIT_INPUT[0]} and "
             f"data.video.size={MVIT_INPUT[1]}, got {num_frames} frames of {size}"
@@ -108,7 +107,7 @@ class TorchvisionVideoEncoder(nn.Module):
         try:
             return self._probe(num_frames, size)[1:]
         except (RuntimeError, ValueError) as err:  # a feature map shrank to nothing
-            raise ModelConfigError(
+            raise ConfigError(
                 f"model.video.arch = {self.arch} cannot take data.video.num_frames={num_frames} frames of "
                 f"data.video.size={size} pixels: {str(err).splitlines()[0]}"
             ) from None
@@ -121,7 +120,6 @@ def build_torchvision_video_encoder(
     cfg: Mapping, num_frames: int, size: int, path: str = "model.video"
 ) -> TorchvisionVideoEncoder:
     """Build the encoder of `model.video` (backbone: torchvision) for `num_frames` frames of `size` pixels."""
-    section(cfg, path, TORCHVISION_VIDEO_KEYS)
     arch = one_of(cfg["arch"], ARCHS, f"{path}.arch")
     mean, std = rgb_mean_std(cfg, path)
     check_mvit_input(arch, num_frames, size)

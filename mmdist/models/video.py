@@ -20,36 +20,17 @@ import math
 import torch
 from torch import nn
 
-from mmdist.models.config import (
-    ModelConfigError,
+from mmdist.config import (
+    ConfigError,
     number,
     one_of,
     positive_int,
     positive_ints,
     positive_number,
-    section,
 )
 from mmdist.models.layers import Residual
 
 BACKBONES = ("r2plus1d", "torchvision")
-VIDEO_KEYS = (
-    "backbone",
-    "weights",
-    "mean",
-    "std",
-    "stem_channels",
-    "stem_spatial_kernel",
-    "stem_spatial_stride",
-    "stem_temporal_kernel",
-    "stem_temporal_stride",
-    "channels",
-    "blocks",
-    "spatial_strides",
-    "temporal_strides",
-    "temporal_kernel",
-    "pool",
-)
-
 # R(2+1)D's residual blocks use 3 x 3 spatial kernels; the temporal kernel is config.
 BLOCK_SPATIAL_KERNEL = 3
 
@@ -205,7 +186,7 @@ def rgb_mean_std(cfg: Mapping, path: str) -> tuple[list[float], list[float]]:
     for key in ("mean", "std"):
         values = cfg[key]
         if isinstance(values, (str, bytes)) or not isinstance(values, Sequence) or len(values) != 3:
-            raise ModelConfigError(f"{path}.{key} must list 3 numbers (R, G, B), got {values!r}")
+            raise ConfigError(f"{path}.{key} must list 3 numbers (R, G, B), got {values!r}")
     return [number(v, f"{path}.mean") for v in cfg["mean"]], [positive_number(v, f"{path}.std") for v in cfg["std"]]
 
 
@@ -219,16 +200,15 @@ def build_video_encoder(
         from mmdist.models.torchvision_video import build_torchvision_video_encoder
 
         if num_frames is None or size is None:
-            raise ModelConfigError(f"{path}.backbone = torchvision needs data.video.num_frames and data.video.size")
+            raise ConfigError(f"{path}.backbone = torchvision needs data.video.num_frames and data.video.size")
         return build_torchvision_video_encoder(cfg, num_frames, size, path)
-    section(cfg, path, VIDEO_KEYS)
     one_of(backbone, BACKBONES, f"{path}.backbone")
     channels = positive_ints(cfg["channels"], f"{path}.channels")
     stages = len(channels)
     mean, std = rgb_mean_std(cfg, path)
     for key in ("stem_spatial_kernel", "stem_temporal_kernel", "temporal_kernel"):
         if positive_int(cfg[key], f"{path}.{key}") % 2 == 0:
-            raise ModelConfigError(f"{path}.{key} must be odd ('same' padding), got {cfg[key]}")
+            raise ConfigError(f"{path}.{key} must be odd ('same' padding), got {cfg[key]}")
     one_of(cfg["pool"], ("mean", "max"), f"{path}.pool")
     return VideoEncoder(
         mean=mean,

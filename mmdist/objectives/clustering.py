@@ -144,7 +144,7 @@ class OnlineKMeans:
 
 
 def cluster_loss(
-    embedding: torch.Tensor, centroids: torch.Tensor, targets: torch.Tensor, margin: float = 1e-3
+    embedding: torch.Tensor, centroids: torch.Tensor, targets: torch.Tensor, margin: float
 ) -> torch.Tensor:
     """Semantic centroid loss of one modality, MCN eq. 6 (the recipe averages eq. 7 over modalities).
 

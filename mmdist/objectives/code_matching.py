@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from mmdist.contracts import ModelOutput
 from mmdist.vq import squared_distances
 
 PROB_FLOOR = 1e-8  # probabilities are clamped here before the log (SPEC Sec. 3)
@@ -45,7 +46,7 @@ def code_distribution(
         return (per_position * weights).sum(dim=1) / weights.sum(dim=1).clamp_min(1.0)  # [B, V]
 
 
-def with_code_probs(outputs: dict) -> dict:
+def with_code_probs(outputs: ModelOutput) -> ModelOutput:
     """A model's outputs with `code_probs` (modality -> `[B, V]`, eqs. 4-5) in place of the
     `code_features` and `codebook` they are computed from; outputs without a codebook unchanged.
 

@@ -53,7 +53,7 @@ INVERSES = ("unscaled", "per_modality")
 
 
 def consensus_targets(
-    sims: Mapping[str, torch.Tensor], alphas: Mapping[str, float], inverse: str = "unscaled"
+    sims: Mapping[str, torch.Tensor], alphas: Mapping[str, float], inverse: str
 ) -> dict[str, torch.Tensor]:
     """Each pair's target similarity [B] under the `inverse` reading (module docstring, SPEC 8.4).
 
@@ -78,7 +78,7 @@ def consensus_targets(
 
 
 def consensus_loss(
-    embeddings: Mapping[str, torch.Tensor], anchor: str, alphas: Mapping[str, float], inverse: str = "unscaled"
+    embeddings: Mapping[str, torch.Tensor], anchor: str, alphas: Mapping[str, float], inverse: str
 ) -> torch.Tensor:
     """L_consensus, MC3 eq. 3: mean over samples of sum_{i != anchor} |s_i - c_i|.
 

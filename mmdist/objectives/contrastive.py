@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 
-def mms_loss(sim: torch.Tensor, margin: float = 1e-3) -> torch.Tensor:
+def mms_loss(sim: torch.Tensor, margin: float) -> torch.Tensor:
     """Masked Margin Softmax, CMCM eq. 1 / MCN eq. 3 (SPEC 8.1: bidirectional, un-normalised).
 
     sim [B, B]: plain dot products, positives on the diagonal. The margin is subtracted
@@ -39,7 +39,7 @@ def info_nce(query: torch.Tensor, key: torch.Tensor, temperature: float) -> torc
 def mil_nce(
     video: torch.Tensor,
     text: torch.Tensor,
-    temperature: float = 0.07,
+    temperature: float,
     text_mask: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """MIL-NCE, MMV eq. 2 with the positive set P(x) of Miech et al. (MMV Sec. 3.1).

@@ -61,7 +61,7 @@ def deepspeed_config(trainer_cfg: dict, micro_batch: int) -> dict:
             "params": {
                 "total_num_steps": max(trainer_cfg["max_steps"], 1),
                 "warmup_num_steps": trainer_cfg["warmup_steps"],
-                "warmup_min_ratio": 0.0,
+                "warmup_min_ratio": trainer_cfg["warmup_min_ratio"],
                 "cos_min_ratio": trainer_cfg["min_lr_ratio"],
             },
         },
@@ -79,7 +79,7 @@ def build_engine(model: torch.nn.Module, trainer_cfg: dict, micro_batch: int):
     for name, param in model.named_parameters():
         if not param.requires_grad:
             continue
-        (no_decay if param.ndim <= 1 else decay).append(param)
+        (decay if param.ndim >= trainer_cfg["weight_decay_min_ndim"] else no_decay).append(param)
     optimizer = torch.optim.AdamW(
         [
             {"params": decay, "weight_decay": trainer_cfg["weight_decay"]},

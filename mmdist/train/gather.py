@@ -1,4 +1,5 @@
-"""Gather a model's per-rank outputs into the global batch, once per step (SPEC Sec. 6, 8.7).
+"""Gather a model's per-rank outputs (mmdist.contracts.ModelOutput) into the global batch, once per step
+(SPEC Sec. 6, 8.7).
 
 The losses then see the global batch B = world_size x b. Tensors that carry gradient go through
 `mmdist.dist.gather_with_grad`, whose gradient scheme makes DeepSpeed's gradient averaging give the

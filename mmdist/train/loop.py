@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import sys
 from collections import defaultdict
+from collections.abc import Iterator
 
 import numpy as np
 import ray
@@ -19,10 +20,11 @@ import torch
 from mmdist import dist
 
 from mmdist.config import redact
+from mmdist.contracts import ClipBatch
 from mmdist.data.pipeline import LABEL_COLUMNS, decode_stats
-from mmdist.eval.embed import embed_batch, to_torch_batch
+from mmdist.eval.embed import embed_batch
 from mmdist.eval.validation import validation_metrics
-from mmdist.models import build_model, load_matching_state_dict
+from mmdist.models import build_model, load_matching_state_dict, to_clip_batch
 from mmdist.objectives import kmeans_from_recipe, recipe_loss, with_code_probs
 from mmdist.models.checkpoint import load_model_state, local_checkpoint_dir
 from mmdist.models.pretrained import load_pretrained
@@ -121,14 +123,15 @@ def train_loop_per_worker(config: dict, metrics_log=None, decode_stats_name: str
         sums = defaultdict(float)
 
 
-def _batches_forever(shard, micro_batch: int, device):
-    """Epoch after epoch over this worker's shard; a fixed micro-batch size (the gather needs equal b)."""
+def _batches_forever(shard, micro_batch: int, device) -> Iterator[ClipBatch]:
+    """Epoch after epoch over this worker's shard; a fixed micro-batch size (the gather needs equal b).
+    Ray Data's dicts of tensors become the model's ClipBatch here, where the loop receives them."""
     epoch = 0
     while True:
         produced = 0
-        for batch in shard.iter_torch_batches(batch_size=micro_batch, drop_last=True, device=device):
+        for columns in shard.iter_torch_batches(batch_size=micro_batch, drop_last=True, device=device):
             produced += 1
-            yield batch
+            yield to_clip_batch(columns)
         if produced == 0:
             raise RuntimeError(
                 f"the training data gave no full batch of {micro_batch} clips in epoch {epoch}: "
@@ -191,7 +194,7 @@ class NonFiniteSkips:
         self.consecutive = 0
 
 
-def train_step(engine, batch: dict, recipe_cfg: dict, step: int, kmeans, grad_clip: float, skips: NonFiniteSkips):
+def train_step(engine, batch: ClipBatch, recipe_cfg: dict, step: int, kmeans, grad_clip: float, skips: NonFiniteSkips):
     """One micro-step: forward, gather the global batch, recipe loss, backward, optimizer step.
 
     Returns (loss, loss terms, the gathered outputs, the gradient norm at an accumulation boundary
@@ -269,7 +272,7 @@ def _validate(engine, shard, batch_size: int) -> dict:
     (equal splits), which ZeRO-3's parameter gathers need."""
     rows, labels = defaultdict(list), defaultdict(list)
     for batch in shard.iter_batches(batch_size=batch_size, batch_format="numpy"):
-        for name, value in embed_batch(engine.module, to_torch_batch(batch, engine.device)).items():
+        for name, value in embed_batch(engine.module, batch).items():
             rows[name].append(value)
         for name in LABEL_COLUMNS:
             labels[name].append(batch[name])

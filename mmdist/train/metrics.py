@@ -9,6 +9,7 @@ from itertools import combinations
 import ray
 import torch
 
+from mmdist.contracts import ModelOutput, clip_vectors
 from mmdist.models.heads import comparison_space
 from mmdist.ranks import ranks_from_similarity
 
@@ -36,31 +37,28 @@ class StepTimer:
 
 
 @torch.no_grad()
-def in_batch_recall_at_1(outputs: dict) -> dict:
+def in_batch_recall_at_1(outputs: ModelOutput) -> dict:
     """R@1 (fraction) of each modality pair within the global batch: a quick, cheap signal that retrieval
     rises above chance (1 / B). `outputs`: the model's (gathered) outputs.
 
     Each pair is compared where evaluation compares it (`comparison_space`: an MMV FAC model's video
     and audio in S_va, `outputs["fac"]`, everything else in `outputs["embeddings"]`), cosine, with
     evaluation's rank rule (`mmdist.ranks`: ties count against the model). Text uses its own narration
-    (index 0). Keys `r1_<a>_<b>`, `a` before `b` alphabetically, `a` the query."""
+    (`clip_vectors`). Keys `r1_<a>_<b>`, `a` before `b` alphabetically, `a` the query."""
     recalls = {}
     for query, candidate in combinations(sorted(outputs["embeddings"]), 2):
-        q, c = (_first_narration(vector) for vector in _compared_vectors(outputs, query, candidate))
+        q, c = (vector.float() for vector in _compared_vectors(outputs, query, candidate))
         sim = torch.nn.functional.normalize(q, dim=-1) @ torch.nn.functional.normalize(c, dim=-1).T  # [B, B]
         rank = ranks_from_similarity(sim, check_finite=False)  # a diverging run reports, it does not crash
         recalls[f"r1_{query}_{candidate}"] = float((rank == 1).float().mean())
     return recalls
 
 
-def _compared_vectors(outputs: dict, a: str, b: str) -> tuple[torch.Tensor, torch.Tensor]:
+def _compared_vectors(outputs: ModelOutput, a: str, b: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """a's and b's per-clip vectors `[B, D]` where evaluation compares them."""
     if comparison_space((a, b), "fac" in outputs) == "va":
         return outputs["fac"][f"{a}_va"], outputs["fac"][f"{b}_va"]
-    return outputs["embeddings"][a], outputs["embeddings"][b]
-
-
-def _first_narration(vector: torch.Tensor) -> torch.Tensor:
-    return (vector[:, 0] if vector.ndim == 3 else vector).float()  # text [B, P, D] -> [B, D]
+    return clip_vectors(a, outputs["embeddings"][a]), clip_vectors(b, outputs["embeddings"][b])
 
 
 @ray.remote(num_cpus=0)

@@ -25,46 +25,43 @@ import numpy as np
 from omegaconf import OmegaConf
 from ray import tune
 
+from mmdist.config import ConfigError, check_section
+from mmdist.config_schema.tune import Study
 from mmdist.eval import evaluate
 from mmdist.ray_setup import init_ray
 from mmdist.train import fit
 
-STUDY_KEYS = {"name", "paper", "scale", "scales", "seeds", "max_concurrent", "common", "rows", "metrics", "claims"}
-ROW_KEYS = {"label", "overrides", "paper", "warm_start"}
 CLAIM_KINDS = {"above": ("row", "others", "metric"), "at_least": ("row", "metric", "value"),
                "below": ("row", "metric", "value")}
 
 
 def check_study(study: dict) -> None:
-    """Every key present and none unknown; rows, metrics and claims refer to what exists. Errors name the key."""
-    missing, unknown = STUDY_KEYS - set(study), set(study) - STUDY_KEYS
-    if missing or unknown:
-        raise ValueError(f"study config: missing keys {sorted(missing)}, unknown keys {sorted(unknown)}")
+    """Keys and types by the config schema (mmdist/config_schema/); rows, metrics and claims refer to
+    what exists. Errors name the key."""
+    study = check_section(study, Study, "study")
     if study["scale"] not in study["scales"]:
-        raise ValueError(f"study.scale must be one of {sorted(study['scales'])}, got {study['scale']!r}")
+        raise ConfigError(f"study.scale must be one of {sorted(study['scales'])}, got {study['scale']!r}")
     if not study["seeds"] or not all(isinstance(seed, int) for seed in study["seeds"]):
-        raise ValueError(f"study.seeds must be a non-empty list of integers, got {study['seeds']!r}")
+        raise ConfigError(f"study.seeds must be a non-empty list of integers, got {study['seeds']!r}")
     for name, row in study["rows"].items():
-        if set(row) != ROW_KEYS:
-            raise ValueError(f"study.rows.{name} needs exactly the keys {sorted(ROW_KEYS)}, got {sorted(row)}")
         if row["warm_start"] is not None and row["warm_start"] not in study["rows"]:
-            raise ValueError(f"study.rows.{name}.warm_start: no row named {row['warm_start']!r}")
+            raise ConfigError(f"study.rows.{name}.warm_start: no row named {row['warm_start']!r}")
         if row["warm_start"] is not None and study["rows"][row["warm_start"]]["warm_start"] is not None:
-            raise ValueError(f"study.rows.{name}.warm_start: row {row['warm_start']!r} is itself warm-started")
+            raise ConfigError(f"study.rows.{name}.warm_start: row {row['warm_start']!r} is itself warm-started")
         for metric in row["paper"] or {}:
             if metric not in study["metrics"]:
-                raise ValueError(f"study.rows.{name}.paper.{metric}: not among study.metrics {sorted(study['metrics'])}")
+                raise ConfigError(f"study.rows.{name}.paper.{metric}: not among study.metrics {sorted(study['metrics'])}")
     for index, claim in enumerate(study["claims"]):
         kind = claim.get("kind")
         if kind not in CLAIM_KINDS or set(claim) != {"kind", "text", *CLAIM_KINDS[kind]}:
-            raise ValueError(f"study.claims[{index}]: kind must be one of {sorted(CLAIM_KINDS)} with the keys "
+            raise ConfigError(f"study.claims[{index}]: kind must be one of {sorted(CLAIM_KINDS)} with the keys "
                              f"text + {CLAIM_KINDS.get(kind, '...')}, got {sorted(claim)}")
         rows = [claim["row"], *claim.get("others", [])]
         for row in rows:
             if row not in study["rows"]:
-                raise ValueError(f"study.claims[{index}]: no row named {row!r}")
+                raise ConfigError(f"study.claims[{index}]: no row named {row!r}")
         if claim["metric"] not in study["metrics"]:
-            raise ValueError(f"study.claims[{index}].metric: {claim['metric']!r} is not among study.metrics")
+            raise ConfigError(f"study.claims[{index}].metric: {claim['metric']!r} is not among study.metrics")
 
 
 def metric_value(metrics: dict, spec: dict) -> float:

@@ -22,6 +22,8 @@ from ray.tune.logger import TBXLoggerCallback
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 from ray.tune.search.basic_variant import BasicVariantGenerator
 
+from mmdist.config import ConfigError, check_config, check_section
+from mmdist.config_schema.tune import Sweep
 from mmdist.data.storage import ray_storage
 from mmdist.ray_setup import init_ray
 from mmdist.tune.overrides import config_overrides, format_value, write_overrides_file
@@ -30,41 +32,23 @@ from mmdist.tune.results import best_row, markdown_table, rank_rows, trial_row, 
 from mmdist.tune.space import build_param_space
 from mmdist.tune.trainable import train_trial, trial_config, trial_dirname
 
-SWEEP_CONFIG_KEYS = {
-    "name", "num_samples", "max_concurrent", "metric", "mode", "best_scope", "seed", "scheduler", "space",
-    "storage_path", "resume", "max_failures", "trial_resources", "mlflow", "final_eval",
-}
-FINAL_EVAL_KEYS = {"enabled", "data_path", "overrides"}
-MLFLOW_KEYS = {"enabled", "tracking_uri", "experiment_name"}
-SCHEDULER_KEYS = {"asha": {"name", "grace_period", "reduction_factor", "brackets"}, "fifo": {"name"}}
 RESULT_FILES = ("sweep_results.csv", "sweep_results.md", "best_overrides.yaml")
 # plumbing that differs between any two runs: never part of "rerun the best trial"
 RUN_SPECIFIC_KEYS = ("run_dir", "trainer.run_name")
 
 
 def check_sweep_config(sweep: dict) -> None:
-    """Every key present, none unknown, values in range; errors name the key."""
-    missing, unknown = SWEEP_CONFIG_KEYS - set(sweep), set(sweep) - SWEEP_CONFIG_KEYS
-    if missing or unknown:
-        raise ValueError(f"sweep config: missing keys {sorted(missing)}, unknown keys {sorted(unknown)}")
+    """Keys and types by the config schema (mmdist/config_schema/), then values in range; errors name the key."""
+    sweep = check_section(sweep, Sweep, "sweep")
     if sweep["mode"] not in ("max", "min"):
-        raise ValueError(f"sweep.mode must be 'max' or 'min', got {sweep['mode']!r}")
+        raise ConfigError(f"sweep.mode must be 'max' or 'min', got {sweep['mode']!r}")
     if sweep["best_scope"] not in ("last", "all"):
-        raise ValueError(f"sweep.best_scope must be 'last' or 'all', got {sweep['best_scope']!r}")
+        raise ConfigError(f"sweep.best_scope must be 'last' or 'all', got {sweep['best_scope']!r}")
     for key in ("num_samples", "max_concurrent"):
         if not isinstance(sweep[key], int) or sweep[key] < 1:
-            raise ValueError(f"sweep.{key} must be an integer >= 1, got {sweep[key]!r}")
-    scheduler = sweep["scheduler"]
-    expected = SCHEDULER_KEYS.get(scheduler.get("name"))
-    if expected is None:
-        raise ValueError(f"sweep.scheduler.name must be one of {sorted(SCHEDULER_KEYS)}, got {scheduler.get('name')!r}")
-    if set(scheduler) != expected:
-        raise ValueError(f"sweep.scheduler ({scheduler['name']}) needs exactly the keys {sorted(expected)}, got {sorted(scheduler)}")
-    for section, expected in (("final_eval", FINAL_EVAL_KEYS), ("mlflow", MLFLOW_KEYS)):
-        if set(sweep[section]) != expected:
-            raise ValueError(f"sweep.{section} needs exactly the keys {sorted(expected)}, got {sorted(sweep[section])}")
+            raise ConfigError(f"sweep.{key} must be an integer >= 1, got {sweep[key]!r}")
     if not sweep["trial_resources"] or any(amount < 0 for amount in sweep["trial_resources"].values()):
-        raise ValueError(f"sweep.trial_resources must name resources with amounts >= 0, got {sweep['trial_resources']!r}")
+        raise ConfigError(f"sweep.trial_resources must name resources with amounts >= 0, got {sweep['trial_resources']!r}")
 
 
 def run_sweep(
@@ -76,7 +60,7 @@ def run_sweep(
     (`group_overrides`, e.g. ["recipe=mc3_vq", "model=tiny"]): the best trial's overrides are its
     difference from it. `compose_evaluate(overrides)`: the evaluate job's resolved config with those
     overrides (jobs/sweep.py composes it with Hydra), which `sweep.final_eval.enabled` needs."""
-    resolved = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
+    resolved = check_config(cfg, "sweep")  # every section, before Ray starts (mmdist/config.py)
     sweep = resolved.pop("sweep")
     check_sweep_config(sweep)
     run_dir = os.path.abspath(resolved["run_dir"])
@@ -260,6 +244,7 @@ def _check_final_eval(final_eval: dict, compose_evaluate: Callable[[list[str]], 
     from mmdist.eval.job import check_eval_config
 
     config = compose_evaluate(_evaluate_overrides("<the best checkpoint>", final_eval, resolved, "<run_dir>/best_eval"))
+    check_config(config, "evaluate")  # every section (mmdist/config.py), then the eval and data values
     check_eval_config(config["eval"])
     check_data_config(config["data"])
 

@@ -15,6 +15,7 @@ from mmdist.benchmarks import data as suite
 from mmdist.benchmarks.data_clips import SAMPLE_RATE, encode_h264, realistic_row, write_realistic
 from mmdist.benchmarks.data_stages import STAGES, codec_floor_clip, stage_times
 from mmdist.data.schema import validate_table
+from tests.conftest import load_job_cfg
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 
@@ -57,9 +58,9 @@ def test_stage_breakdown_covers_every_stage(tmp_path):
 
 
 def test_unknown_setting_and_missing_key_are_named():
-    cfg = {**OmegaConf.to_container(OmegaConf.load(REPO / "configs" / "suite" / "data.yaml")), "storage": {}}
+    cfg = load_job_cfg("benchmark", ("suite=data",))["suite"]
     with pytest.raises(ValueError, match="'huge'"):
         suite.run({**cfg, "settings": ["huge"]})
     realistic = {key: value for key, value in cfg["realistic"].items() if key != "gop"}
-    with pytest.raises(ValueError, match="section realistic.*'gop'"):
+    with pytest.raises(ValueError, match="suite.realistic.gop: missing key"):
         suite.run({**cfg, "settings": ["realistic"], "realistic": realistic})

@@ -55,7 +55,7 @@ def sources() -> dict[str, bytes]:
     stereo = 0.3 * rng.standard_normal((22050, 2))  # 0.5 s at 44.1 kHz: the resampling path
     wav = io.BytesIO()
     soundfile.write(wav, stereo.astype(np.float32), 44100, format="WAV", subtype="PCM_16")
-    return {"mp4": encode_video_mp4(frames, 10), "flac": encode_audio_flac(tone, 16000), "wav": wav.getvalue()}
+    return {"mp4": encode_video_mp4(frames, 10, crf=20, preset="veryfast"), "flac": encode_audio_flac(tone, 16000), "wav": wav.getvalue()}
 
 
 def mutate(data: bytes, source: str, rng: np.random.Generator) -> tuple[bytes, str]:

@@ -5,6 +5,11 @@
   logs into an MLflow run (`logging.mlflow.run_id`) made for it.
 * `trained_eval`: the learning run (`learned_run` in tests/conftest.py: 120 steps of mc3_vq)
   evaluated by `mmdist.eval.evaluate`; evaluation decodes as the checkpoint's run did.
+
+`pytest tests/eval` runs alone: `learned_run` and `learning_worlds` are session fixtures of
+tests/conftest.py, which pytest loads for every test under tests/, so the first test that needs the
+learning run trains it (once per session, shared with tests/train and tests/jobs in the whole suite).
+Only tests marked `slow` use these fixtures: `pytest tests/eval -m "not slow"` trains nothing.
 """
 
 from __future__ import annotations

@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from mmdist.data.pipeline import batch_shapes
-from mmdist.eval import embed_batch, read_embeddings, rows_to_table, table_to_rows, to_torch_batch
+from mmdist.eval import embed_batch, read_embeddings, rows_to_table, table_to_rows
 from mmdist.eval.embed import embedding_columns
-from mmdist.models import build_model
+from mmdist.models import build_model, to_clip_batch
 from mmdist.models.layers import masked_pool
 
 
@@ -63,10 +63,8 @@ def mmv_model_and_cfg():
 def test_embed_batch_rows(model_and_cfg):
     model, cfg = model_and_cfg
     batch = random_batch(cfg["data"], 4, seed=0)
-    tensors = to_torch_batch(batch)
-    assert isinstance(tensors["clip_id"], np.ndarray) and tensors["video"].dtype == torch.uint8
     model.train()
-    rows = embed_batch(model, tensors)
+    rows = embed_batch(model, batch)  # Ray Data's numpy columns, clip ids included
     assert model.training  # the caller's mode is restored
     embed_dim, num_codes = cfg["model"]["embed_dim"], cfg["model"]["codebook"]["num_codes"]
     for m in ("video", "audio", "text"):
@@ -82,7 +80,7 @@ def test_embed_batch_rows(model_and_cfg):
 
 def test_embed_batch_is_the_eval_forward_and_leaves_state_alone(model_and_cfg):
     model, cfg = model_and_cfg
-    tensors = to_torch_batch(random_batch(cfg["data"], 3, seed=1))
+    tensors = to_clip_batch(random_batch(cfg["data"], 3, seed=1))
     before = {name: value.clone() for name, value in model.state_dict().items()}
     first = embed_batch(model, tensors)
     second = embed_batch(model, tensors)
@@ -116,7 +114,7 @@ def test_rows_round_trip_through_parquet(tmp_path):
 
 def test_fac_rows_compare_vision_and_audio_in_s_va_and_text_in_s_vat(mmv_model_and_cfg):
     model, cfg = mmv_model_and_cfg
-    tensors = to_torch_batch(random_batch(cfg["data"], 4, seed=2))
+    tensors = to_clip_batch(random_batch(cfg["data"], 4, seed=2))
     rows = embed_batch(model, tensors)
     fine, coarse = cfg["model"]["fac"]["fine_dim"], cfg["model"]["fac"]["coarse_dim"]
     assert rows["emb_va_video"].shape == rows["emb_va_audio"].shape == (4, fine)
@@ -158,7 +156,7 @@ def test_fac_rows_compare_vision_and_audio_in_s_va_and_text_in_s_vat(mmv_model_a
 
 def test_joint_model_rows_are_unchanged(model_and_cfg):
     model, cfg = model_and_cfg
-    tensors = to_torch_batch(random_batch(cfg["data"], 3, seed=3))
+    tensors = to_clip_batch(random_batch(cfg["data"], 3, seed=3))
     rows = embed_batch(model, tensors)
     assert not any(name.startswith("emb_va_") for name in rows)
     with torch.no_grad():

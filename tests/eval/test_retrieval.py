@@ -101,8 +101,7 @@ def test_matches_naive_loops_with_many_ties():
 
 
 @pytest.mark.parametrize("chunk_size", [1, 5, 200])
-def test_chunked_group_ranks_match_naive_loops_with_many_ties(chunk_size, monkeypatch):
-    monkeypatch.setattr("mmdist.ranks.COLUMN_BLOCK", 7)  # several column blocks per chunk
+def test_chunked_group_ranks_match_naive_loops_with_many_ties(chunk_size):
     rng = np.random.default_rng(6)
     # rounded embeddings: few distinct similarities, so positives tie with positives and negatives
     queries = torch.tensor(rng.integers(0, 2, size=(40, 3)), dtype=torch.float32)
@@ -112,10 +111,10 @@ def test_chunked_group_ranks_match_naive_loops_with_many_ties(chunk_size, monkey
     sim = (queries @ candidates.T).numpy()
     positives = query_groups[:, None] == candidate_groups[None, :]
     assert len(np.unique(sim)) <= 4 and (positives.sum(axis=1) > 1).all()
-    ranks = chunked_ranks(queries, candidates, chunk_size, query_groups, candidate_groups)
+    ranks = chunked_ranks(queries, candidates, chunk_size, 7, query_groups, candidate_groups)  # several column blocks per chunk
     assert ranks.tolist() == naive_ranks(sim, positives)
     diagonal = np.eye(40, 50, dtype=bool)
-    assert chunked_ranks(queries, candidates, chunk_size).tolist() == naive_ranks(sim, diagonal)
+    assert chunked_ranks(queries, candidates, chunk_size, 7).tolist() == naive_ranks(sim, diagonal)
 
 
 @pytest.mark.parametrize("chunk_size", [1, 7, 64, 1000])
@@ -124,9 +123,9 @@ def test_chunked_equals_unchunked(chunk_size):
     queries = similarity_space(rng.normal(size=(64, 16)), "cosine")
     candidates = similarity_space(rng.normal(size=(64, 16)), "cosine")
     full = (queries @ candidates.T).numpy()
-    assert chunked_ranks(queries, candidates, chunk_size).tolist() == ranks_from_similarity(full).tolist()
+    assert chunked_ranks(queries, candidates, chunk_size, 8192).tolist() == ranks_from_similarity(full).tolist()
     groups = rng.integers(0, 6, 64)
-    grouped = chunked_ranks(queries, candidates, chunk_size, groups, groups)
+    grouped = chunked_ranks(queries, candidates, chunk_size, 8192, groups, groups)
     assert grouped.tolist() == ranks_from_similarity(full, groups[:, None] == groups[None, :]).tolist()
 
 
@@ -134,7 +133,7 @@ def test_sampled_retrieval_averages_independent_draws():
     rng = np.random.default_rng(3)
     queries, candidates = rng.normal(size=(40, 8)), rng.normal(size=(40, 8))
     queries[:, 0] += 3 * candidates[:, 0]  # some signal, so the draws differ
-    result = sampled_retrieval(queries, candidates, "cosine", 16, num_candidates=10, draws=3, seed=5)
+    result = sampled_retrieval(queries, candidates, "cosine", 16, 8192, num_candidates=10, draws=3, seed=5)
     # the same draws, scored on the full matrix of each subset
     draw_rng = np.random.default_rng(5)
     expected = []
@@ -146,7 +145,7 @@ def test_sampled_retrieval_averages_independent_draws():
         assert result[name] == pytest.approx(np.mean([m[name] for m in expected]))
     assert result["num_candidates"] == 10 and result["draws"] == 3
     # fewer clips than the pool: every clip, once
-    small = sampled_retrieval(queries, candidates, "dot", 16, num_candidates=1000, draws=5, seed=0)
+    small = sampled_retrieval(queries, candidates, "dot", 16, 8192, num_candidates=1000, draws=5, seed=0)
     assert small["draws"] == 1 and small["num_candidates"] == 40
     assert small["R@1"] == retrieval_metrics(queries @ candidates.T)["R@1"]
 

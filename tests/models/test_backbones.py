@@ -19,7 +19,7 @@ from torchvision.models import video as tv_video
 from mmdist.data.storage import write_bytes
 from mmdist.models import build_model
 from mmdist.models.audio import build_audio_encoder
-from mmdist.models.config import ModelConfigError
+from mmdist.config import ConfigError
 from mmdist.models.pretrained import PretrainedWeightsError, load_encoder_weights, load_pretrained, read_weights
 from mmdist.models.text import build_text_encoder
 from mmdist.models.torchvision_video import TorchvisionVideoEncoder, feature_map
@@ -91,7 +91,7 @@ def test_video_resnet_features_are_torchvisions_own_before_its_classifier(tmp_pa
 
 def test_mvit_lays_out_16_frames_of_224_and_refuses_other_sizes():
     cfg = video_cfg("mvit_v2_s")
-    with pytest.raises(ModelConfigError, match=r"data\.video\.num_frames=16 and data\.video\.size=224"):
+    with pytest.raises(ConfigError, match=r"data\.video\.num_frames=16 and data\.video\.size=224"):
         build_video_encoder(cfg, 8, 64)
     with torch.device("meta"):  # shapes only: a real 16 x 224 x 224 forward costs ~64 GFLOPs
         encoder = TorchvisionVideoEncoder("mvit_v2_s", cfg["mean"], cfg["std"], "mean")
@@ -101,7 +101,7 @@ def test_mvit_lays_out_16_frames_of_224_and_refuses_other_sizes():
 
 
 def test_too_small_input_names_the_data_keys():
-    with pytest.raises(ModelConfigError, match=r"data\.video\.num_frames=8 .*data\.video\.size=16"):
+    with pytest.raises(ConfigError, match=r"data\.video\.num_frames=8 .*data\.video\.size=16"):
         build_video_encoder(video_cfg("s3d"), 8, 16)
 
 

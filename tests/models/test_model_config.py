@@ -7,7 +7,8 @@ import copy
 import pytest
 import torch
 
-from mmdist.models import BatchError, ModelConfigError, build_model
+from mmdist.config import ConfigError
+from mmdist.models import BatchError, build_model
 
 
 def _broken(cfg: dict, path: str, value=None, delete: bool = False) -> dict:
@@ -41,24 +42,24 @@ def _broken(cfg: dict, path: str, value=None, delete: bool = False) -> dict:
     ],
 )
 def test_bad_model_config_names_the_key(tiny_cfg, data_cfg, path, value, delete, message):
-    with pytest.raises(ModelConfigError, match=message.replace(".", r"\.")):
+    with pytest.raises(ConfigError, match=message.replace(".", r"\.")):
         build_model(_broken(tiny_cfg, path, value, delete), data_cfg)
 
 
 @pytest.mark.parametrize("path", ["audio.n_mels", "text.vocab_size", "video.num_frames", "video.size"])
 def test_missing_data_key_is_named(tiny_cfg, data_cfg, path):
-    with pytest.raises(ModelConfigError, match=r"data\." + path.replace(".", r"\.")):
+    with pytest.raises(ConfigError, match=r"data\." + path.replace(".", r"\.")):
         build_model(tiny_cfg, _broken(data_cfg, path, delete=True))
 
 
 def test_video_smaller_than_the_network_stride_is_refused(tiny_cfg, data_cfg):
-    with pytest.raises(ModelConfigError, match=r"data\.video\.size"):
+    with pytest.raises(ConfigError, match=r"data\.video\.size"):
         build_model(tiny_cfg, _broken(data_cfg, "video.size", 4))
 
 
 def test_fac_with_codebook_is_refused(tiny_cfg, data_cfg):
     cfg = _broken(tiny_cfg, "head", "fac")
-    with pytest.raises(ModelConfigError, match=r"model\.codebook\.enabled"):
+    with pytest.raises(ConfigError, match=r"model\.codebook\.enabled"):
         build_model(cfg, data_cfg)
 
 

@@ -27,5 +27,5 @@ def test_run_reports_every_figure(capsys):
 
 
 def test_run_names_a_missing_key():
-    with pytest.raises(ValueError, match="'vq_dim'"):
+    with pytest.raises(ValueError, match="suite.vq_dim: missing key"):
         run({k: v for k, v in TINY.items() if k != "vq_dim"})

@@ -38,7 +38,7 @@ def test_consensus_loss_matches_loops(seed, anchor):
     g = torch.Generator().manual_seed(seed)
     embeddings = {m: torch.randn(6, 5, generator=g, dtype=torch.float64) for m in ("video", "audio", "text")}
     alphas = {"video": 0.5, "audio": 0.7, "text": 1.0}
-    got = consensus_loss(embeddings, anchor, {m: a for m, a in alphas.items() if m != anchor})
+    got = consensus_loss(embeddings, anchor, {m: a for m, a in alphas.items() if m != anchor}, "unscaled")
     assert got.item() == pytest.approx(ref.consensus(embeddings, anchor, alphas), rel=1e-10)
 
 
@@ -53,15 +53,15 @@ def test_consensus_loss_is_zero_when_pair_similarities_agree_and_alpha_is_one(se
     text = 2 * (v * a).sum(1, keepdim=True) * a - v
     embeddings = {"video": video, "audio": audio, "text": 3 * text}
     ones = {"video": 1.0, "text": 1.0}
-    assert consensus_loss(embeddings, "audio", ones).item() == pytest.approx(0.0, abs=1e-12)
+    assert consensus_loss(embeddings, "audio", ones, "unscaled").item() == pytest.approx(0.0, abs=1e-12)
     # alpha != 1 moves the target off the shared similarity (x^2 < x on (0, 1))
-    assert consensus_loss(embeddings, "audio", {"video": 2.0, "text": 1.0}).item() > 1e-3
+    assert consensus_loss(embeddings, "audio", {"video": 2.0, "text": 1.0}, "unscaled").item() > 1e-3
 
 
 def test_consensus_target_is_detached():
     g = torch.Generator().manual_seed(4)
     inputs = {m: torch.randn(5, 3, generator=g, dtype=torch.float64, requires_grad=True) for m in ("video", "audio", "text")}
-    consensus_loss(inputs, "audio", ALPHAS).backward()
+    consensus_loss(inputs, "audio", ALPHAS, "unscaled").backward()
     got = {m: x.grad.clone() for m, x in inputs.items()}
 
     # reference: d/de of mean_t sum_i |s_i - c| with c a constant

@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from tests.models.test_checkpoint import WritesMarker
-from tests.train.test_engine import _result_of
+from tests.train.test_engine import _result_of, by_value
 
 pytestmark = pytest.mark.slow
 STAGES = (1, 3)  # ZeRO-0 resumes in tests/train/test_fit.py; 1 and 3 write every kind of file DeepSpeed has
@@ -68,7 +68,7 @@ def _save_and_resume(trainer_cfg: dict, port: int, root: str, queue) -> None:
         client_state = {"step": state["step"], "history": state["history"], "centroids": state["kmeans"]["centroids"].tolist()}
         results[stage] = {"client_state": client_state, "same": same, "stored": stored, "refusal": refusal,
                           "target": target, "marker": marker, "marker_written": os.path.exists(marker), "folder": folder}
-    queue.put(results)
+    queue.put(by_value(results))
     torch.distributed.destroy_process_group()
 
 

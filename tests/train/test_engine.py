@@ -77,19 +77,28 @@ def _clipping_run(trainer_cfg: dict, port: int, queue) -> None:
         lrs.append(engine.get_lr()[0])
         engine.backward(_loss(engine.module, step))
         norms.append(optimizer_step(engine, trainer_cfg["grad_clip"]))
-    queue.put((norms, lrs, {name: param.detach().clone() for name, param in engine.module.named_parameters()}))
+    queue.put(by_value((norms, lrs, {name: param.detach().clone() for name, param in engine.module.named_parameters()})))
     torch.distributed.destroy_process_group()
+
+
+def by_value(result) -> bytes:
+    """Plain pickle copies tensors' data; a multiprocessing queue's pickler would share them through the
+    sender's fd listener, which is gone once the sender has exited (FileNotFoundError under load)."""
+    import pickle
+
+    return pickle.dumps(result)
 
 
 def _result_of(process, queue, timeout_s: float = 300):
     """What `process` puts on `queue`; fails as soon as the process dies without putting it."""
+    import pickle
     import queue as queues
     import time
 
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         try:
-            result = queue.get(timeout=1)
+            result = pickle.loads(queue.get(timeout=1))
         except queues.Empty:
             assert process.is_alive(), f"the DeepSpeed process exited with {process.exitcode} (its traceback is above)"
             continue
@@ -211,7 +220,7 @@ def _accumulation_run(trainer_cfg: dict, port: int, queue) -> None:
         engine.backward(engine(x))
         optimizer_step(engine, trainer_cfg["grad_clip"])
         updates.append(int(quantizer.num_updates))
-    queue.put((updates, projected, quantizer.codebook.clone()))
+    queue.put(by_value((updates, projected, quantizer.codebook.clone())))
     torch.distributed.destroy_process_group()
 
 

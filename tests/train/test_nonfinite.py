@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.train.test_engine import _result_of, trainer_cfg  # noqa: F401 (fixture)
+from tests.train.test_engine import _result_of, by_value, trainer_cfg  # noqa: F401 (fixture)
 
 RECIPE = {"name": "cmcm", "modalities": ["video", "audio", "text"], "mms_margin": 0.001, "cmcm_alpha": 0.1}
 
@@ -53,7 +53,7 @@ def _run(trainer_cfg: dict, port: int, queue) -> None:
     out["healthy"] = train_step(engine, make_batch(size=6, seed=3), RECIPE, 1, None, 1.0, skips) is not None
     # the same snapshot does see a healthy step (Adam moments, batch norms, the codebook's EMA)
     out["moved_after"] = sorted(name for name, value in snapshot().items() if not torch.equal(before[name], value))
-    queue.put(out)
+    queue.put(by_value(out))
     torch.distributed.destroy_process_group()
 
 

@@ -76,7 +76,8 @@ def test_aggregate_and_claims_by_hand():
 @pytest.mark.parametrize(
     ("change", "message"),
     [
-        (lambda s: s.pop("seeds"), "missing keys \\['seeds'\\]"),
+        (lambda s: s.pop("seeds"), "study.seeds: missing key"),
+        (lambda s: s["rows"]["a"].update(lable="x"), "study.rows.a.lable: unknown key"),
         (lambda s: s.update(scale="huge"), "study.scale"),
         (lambda s: s["rows"]["a"].update(warm_start="nope"), "study.rows.a.warm_start"),
         (lambda s: s["rows"]["a"]["paper"].update(R9=1.0), "study.rows.a.paper.R9"),

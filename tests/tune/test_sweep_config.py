@@ -40,14 +40,15 @@ def test_the_default_search_is_the_issue_default():
 @pytest.mark.parametrize(
     ("change", "message"),
     [
-        (lambda s: s.pop("metric"), "missing keys ['metric']"),
-        (lambda s: s.update(metrc="x"), "unknown keys ['metrc']"),
+        (lambda s: s.pop("metric"), "sweep.metric: missing key"),
+        (lambda s: s.update(metrc="x"), "sweep.metrc: unknown key"),
         (lambda s: s.update(mode="maximize"), "sweep.mode"),
         (lambda s: s.update(best_scope="first"), "sweep.best_scope"),
         (lambda s: s.update(num_samples=0), "sweep.num_samples"),
         (lambda s: s["scheduler"].update(name="pbt"), "sweep.scheduler.name"),
-        (lambda s: s["scheduler"].pop("grace_period"), "sweep.scheduler (asha) needs exactly the keys"),
-        (lambda s: s["mlflow"].pop("tracking_uri"), "sweep.mlflow needs exactly the keys"),
+        (lambda s: s["scheduler"].pop("grace_period"), "sweep.scheduler.grace_period: missing key"),
+        (lambda s: s["scheduler"].update(grace_period="soon"), "sweep.scheduler.grace_period: must be int"),
+        (lambda s: s["mlflow"].pop("tracking_uri"), "sweep.mlflow.tracking_uri: missing key"),
         (lambda s: s.update(trial_resources={"CPU": -1}), "sweep.trial_resources"),
     ],
 )
