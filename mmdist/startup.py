@@ -19,7 +19,7 @@ import pyarrow.fs as pafs
 from mmdist.config import check_config
 from mmdist.data.pipeline import check_data_config
 from mmdist.data.storage import join_url, read_bytes, require_shards, resolve_filesystem
-from mmdist.models.checkpoint import EXPORT_CONFIG_FILE, RUN_CONFIG_FILE, parse_run_config
+from mmdist.models.checkpoint import EXPORT_CONFIG_FILE, RUN_CONFIG_FILE, parse_run_config, require_complete_uri
 
 # Differences listed in the warm-start line before "and N more".
 SHOWN_DIFFERENCES = 8
@@ -34,15 +34,18 @@ def require_dataset(url: str, key: str, storage_cfg: dict) -> list[str]:
 
 def checkpoint_config(uri: str, key: str, endpoint_url: str | None) -> dict:
     """The run config saved with the export or checkpoint at `uri` (local or s3://), read without
-    downloading the weights. An error names `key` when `uri` does not exist or holds no config, and
-    the file when the config is corrupted."""
+    downloading the weights. An error names `key` when `uri` does not exist or holds no config, the
+    file when the config is corrupted, and what is missing when a training checkpoint is incomplete
+    (a worker killed while writing or uploading it: mmdist.models.checkpoint.require_complete)."""
     for name in (EXPORT_CONFIG_FILE, RUN_CONFIG_FILE):
         url = join_url(uri, name)
         try:
             content = read_bytes(url, endpoint_url)
         except (FileNotFoundError, IsADirectoryError):
             continue
-        return parse_run_config(content, url)
+        config = parse_run_config(content, url)
+        require_complete_uri(uri, endpoint_url, name=f"{key}={uri!r}")
+        return config
     filesystem, path = resolve_filesystem(uri, endpoint_url)
     if filesystem.get_file_info(path).type == pafs.FileType.NotFound:
         raise FileNotFoundError(f"{key}={uri!r} does not exist")

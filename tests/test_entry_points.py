@@ -16,7 +16,7 @@ import pytest
 
 from mmdist.data.ingest import ManifestError, ingest
 from mmdist.data.storage import join_url, list_shards, write_bytes
-from mmdist.models.checkpoint import RUN_CONFIG_FILE, load_run_config
+from mmdist.models.checkpoint import RUN_CONFIG_FILE, load_run_config, manifest_name
 from mmdist.eval.job import check_eval_inputs
 from mmdist.startup import check_train_inputs, checkpoint_config
 from tests.conftest import REPO, load_job_cfg
@@ -210,6 +210,8 @@ def test_s3_checkpoint_config_is_read_without_the_weights(s3_env, mmv_checkpoint
         checkpoint_config(uri, "checkpoint", None)
     saved = open(os.path.join(mmv_checkpoint, RUN_CONFIG_FILE), "rb").read()
     write_bytes(join_url(uri, RUN_CONFIG_FILE), saved)
+    manifest = {"rank": 0, "world_size": 1, "files": {RUN_CONFIG_FILE: len(saved)}}  # weights left out: not read
+    write_bytes(join_url(uri, manifest_name(0)), json.dumps(manifest).encode())
     assert checkpoint_config(uri, "checkpoint", None)["recipe"]["name"] == "mmv"
     write_bytes(join_url(uri, RUN_CONFIG_FILE), saved[:50])
     with pytest.raises(ValueError, match=f"{uri}/{RUN_CONFIG_FILE} is not valid JSON"):

@@ -14,6 +14,8 @@ class Storage:  # configs/storage/default.yaml
     endpoint_url: Optional[str] = MISSING
     retries: int = MISSING
     backoff_s: float = MISSING
+    connect_timeout_s: float = MISSING
+    request_timeout_s: float = MISSING
 
 
 @dataclass

@@ -38,6 +38,7 @@ class Trainer:  # configs/trainer/default.yaml
     run_name: str = MISSING
     log_level: str = MISSING
     data_progress_bars: bool = MISSING
+    fault_injection: Optional[str] = MISSING
 
 
 @dataclass

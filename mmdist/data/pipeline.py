@@ -25,6 +25,7 @@ import json
 import os
 import sys
 import uuid
+import warnings
 from typing import Iterator
 
 import numpy as np
@@ -37,7 +38,7 @@ from mmdist.contracts import MODALITIES
 from mmdist.data.decode import DecodeError, check_decode_config, decode_audio, decode_video
 from mmdist.data.schema import CLIP_SCHEMA, LABELS_TYPE, SchemaError
 from mmdist.data.shapes import batch_shapes
-from mmdist.data.storage import require_shards, resolve_filesystem
+from mmdist.data.storage import dataset_filesystem, require_shards
 from mmdist.data.text import tokenize
 
 METADATA_COLUMNS = ("clip_id", "source_id", "start_s", "end_s")
@@ -272,7 +273,7 @@ def build_dataset(
     """
     check_data_config(data_cfg)
     endpoint_url, retries = storage_cfg["endpoint_url"], storage_cfg["retries"]
-    filesystem, _ = resolve_filesystem(data_cfg["path"], endpoint_url, retries=retries)
+    filesystem = dataset_filesystem(data_cfg["path"], storage_cfg)
     shards = require_shards(data_cfg["path"], "data.path", endpoint_url, retries=retries, backoff_s=storage_cfg["backoff_s"])
     # The plan holds this handle (a decode_task argument): the actor lives as long as the dataset.
     stats = DecodeStats.options(name=stats_name, get_if_exists=True).remote()
@@ -342,9 +343,17 @@ def _read_parquet(shards: list[str], filesystem, shuffle, use_v2: bool, tasks: i
     pass over 3 small shards where V1 took 0.2 s; V1 also gives one read task per shard.
     The read takes the decode's concurrency and CPUs and one block per shard (no split): Ray Data
     fuses two map operators only when those match, and fused, read + decode run as one task.
+
+    Ray Data's own retries of I/O errors are off in this dataset's context (its `retried_io_errors`,
+    up to 10 attempts with up to 32 s of back-off, not configurable): the filesystem retries every
+    read with the `storage` config's budget (mmdist.data.storage.dataset_filesystem), and an error
+    that outlasts it ends the read instead of starting Ray's second budget.
     """
     context = ray.data.DataContext.get_current()
-    previous, context.use_datasource_v2 = context.use_datasource_v2, use_v2
+    previous = context.use_datasource_v2, context.retried_io_errors
+    with warnings.catch_warnings():  # Ray warns about any non-default list (its regex deprecation)
+        warnings.simplefilter("ignore")
+        context.use_datasource_v2, context.retried_io_errors = use_v2, []
     try:
         return ray.data.read_parquet(
             shards,
@@ -356,7 +365,9 @@ def _read_parquet(shards: list[str], filesystem, shuffle, use_v2: bool, tasks: i
             num_cpus=num_cpus,
         )
     finally:
-        context.use_datasource_v2 = previous
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            context.use_datasource_v2, context.retried_io_errors = previous
 
 
 # ---------------------------------------------------------------- the dataset check

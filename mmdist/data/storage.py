@@ -13,12 +13,22 @@ through the SDK's standard retry strategy (exponential backoff) with `retries + 
 On top of that, the whole-operation helpers here (`write_shard`, `read_shard`, `list_shards`)
 retry an operation that still failed with a transient error (network, throttling, 5xx) after
 `backoff_s * 2**attempt` seconds. `retries=None` leaves both at pyarrow's default (standard
-strategy, 3 attempts). pyarrow does not pickle the retry strategy: a copy sent to Ray Data's
-read tasks runs with that default.
+strategy, 3 attempts).
+
+Ray Data's read tasks read through `dataset_filesystem`: the whole-operation budget applied to
+every metadata call and every byte-range read of a shard (`RetryingS3Handler`; the SDK makes one
+attempt per request there), rebuilt in each worker process (pyarrow does not pickle a retry
+strategy), with the connect and request
+time-outs of the config (`storage.connect_timeout_s`, `storage.request_timeout_s`; on Linux the
+request time-out is curl's low-speed limit: a transfer with no byte for that long fails). A
+read is retried in place, at its offset: the reader above never sees a failure that a retry
+fixed, so no batch is repeated or lost; one that outlasts the budget fails naming the shard and
+the endpoint.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import posixpath
 import time
@@ -33,6 +43,7 @@ import pyarrow.parquet as pq
 from mmdist.data.schema import validate_table
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 # Substrings of the AWS SDK's error text (as pyarrow reports it) that mark a failure worth retrying.
 TRANSIENT_MARKERS = (
@@ -57,13 +68,30 @@ def default_endpoint(endpoint_url: str | None) -> str | None:
     return endpoint_url or os.environ.get("AWS_ENDPOINT_URL") or None
 
 
-def s3_filesystem(endpoint_url: str | None, retries: int | None) -> pafs.S3FileSystem:
-    """pyarrow's S3 filesystem, pointed at `endpoint_url` when given (S3-compatible stores)."""
-    options: dict = {"allow_bucket_creation": False}
+def s3_filesystem(
+    endpoint_url: str | None, retries: int | None, timeouts: tuple[float, float] | None = None
+) -> pafs.S3FileSystem:
+    """pyarrow's S3 filesystem, pointed at `endpoint_url` when given (S3-compatible stores).
+
+    `timeouts`: (connect, request) seconds (storage.connect_timeout_s, storage.request_timeout_s);
+    None leaves the AWS SDK's (1 s, 3 s)."""
+    options = s3_options(endpoint_url, timeouts)
     if retries is not None:
         if retries < 0:
             raise ValueError(f"storage.retries must be >= 0, got {retries}")
         options["retry_strategy"] = pafs.AwsStandardS3RetryStrategy(max_attempts=retries + 1)
+    return pafs.S3FileSystem(**options)
+
+
+def s3_options(endpoint_url: str | None, timeouts: tuple[float, float] | None) -> dict:
+    """The S3FileSystem options of this process's configuration and environment (plain values,
+    picklable: a Ray worker rebuilds the filesystem from them without the driver's environment)."""
+    options: dict = {"allow_bucket_creation": False}
+    if timeouts is not None:
+        for key, value in zip(("connect_timeout_s", "request_timeout_s"), timeouts):
+            if not value > 0:
+                raise ValueError(f"storage.{key} must be > 0, got {value}")
+        options["connect_timeout"], options["request_timeout"] = timeouts
     endpoint = default_endpoint(endpoint_url)
     if endpoint:
         parsed = urlparse(endpoint if "://" in endpoint else f"https://{endpoint}")
@@ -74,7 +102,7 @@ def s3_filesystem(endpoint_url: str | None, retries: int | None) -> pafs.S3FileS
     region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
     if region:
         options["region"] = region
-    return pafs.S3FileSystem(**options)
+    return options
 
 
 def resolve_filesystem(
@@ -142,13 +170,18 @@ def is_transient(err: BaseException) -> bool:
 def with_retries(operation: Callable[[], T], what: str, retries: int | None, backoff_s: float | None) -> T:
     """Run `operation`, retrying transient errors `retries` times, sleeping `backoff_s * 2**k`."""
     attempts = 1 if retries is None else retries + 1
+    start = time.monotonic()
     for attempt in range(attempts):
         try:
             return operation()
         except OSError as err:
             if not is_transient(err) or attempt == attempts - 1:
-                raise OSError(f"{what} failed after {attempt + 1} attempt(s): {err}") from err
-            time.sleep((backoff_s or 0.0) * 2**attempt)
+                elapsed = time.monotonic() - start
+                raise OSError(f"{what} failed after {attempt + 1} attempt(s) in {elapsed:.1f} s: {err}") from err
+            sleep_s = (backoff_s or 0.0) * 2**attempt
+            log.warning("%s: attempt %d of %d failed, retrying in %.2f s: %s",
+                        what, attempt + 1, attempts, sleep_s, err)
+            time.sleep(sleep_s)
     raise AssertionError("unreachable")
 
 
@@ -260,3 +293,129 @@ def prepare_output(
     fs, _ = resolve_filesystem(url, endpoint_url, retries=retries)
     for path in existing:
         fs.delete_file(path)
+
+
+# ---------------------------------------------------------------- the filesystem of Ray Data's read tasks
+
+
+def dataset_filesystem(url: str, storage_cfg: dict) -> pafs.FileSystem:
+    """The filesystem to hand `ray.data.read_parquet` for the shards under `url`: on S3, a
+    `RetryingS3Handler` with the `storage` config's retries, back-off and time-outs; else as
+    `resolve_filesystem` gives it."""
+    fs, _ = resolve_filesystem(url, storage_cfg["endpoint_url"], retries=storage_cfg["retries"])
+    if not isinstance(fs, pafs.S3FileSystem):
+        return fs
+    return pafs.PyFileSystem(RetryingS3Handler(storage_cfg))
+
+
+class RetryingS3Handler(pafs.FileSystemHandler):
+    """An S3 filesystem whose reads retry transient errors with the configured budget (`with_retries`):
+    `retries` more attempts after `backoff_s * 2**k` seconds, so an outage up to about
+    `backoff_s * (2**retries - 1)` seconds is survived.
+
+    Pickled as plain options (endpoint and region resolved in the process that built it) and
+    rebuilt on first use in each process, with its retry strategy and time-outs. Reads only:
+    Ray Data's read tasks need nothing else.
+    """
+
+    def __init__(self, storage_cfg: dict):
+        self.timeouts = (storage_cfg["connect_timeout_s"], storage_cfg["request_timeout_s"])
+        self.options = s3_options(storage_cfg["endpoint_url"], self.timeouts)
+        self.retries, self.backoff_s = storage_cfg["retries"], storage_cfg["backoff_s"]
+        endpoint = self.options.get("endpoint_override")
+        self.endpoint = f"{self.options['scheme']}://{endpoint}" if endpoint else "AWS S3"
+        self._fs: pafs.S3FileSystem | None = None
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_fs": None}
+
+    @property
+    def fs(self) -> pafs.S3FileSystem:
+        if self._fs is None:
+            # One attempt per request: the SDK's own retries (random back-off up to 2**k s, up to 20 s)
+            # would hide an outage inside one of ours and make the budget (retries+1)**2 attempts.
+            strategy = pafs.AwsStandardS3RetryStrategy(max_attempts=1)
+            self._fs = pafs.S3FileSystem(**self.options, retry_strategy=strategy)
+        return self._fs
+
+    def retry(self, operation: Callable[[], T], what: str) -> T:
+        return with_retries(operation, f"{what} from {self.endpoint}", self.retries, self.backoff_s)
+
+    def get_type_name(self) -> str:
+        return "mmdist-retrying-s3"
+
+    def normalize_path(self, path: str) -> str:
+        return self.fs.normalize_path(path)
+
+    def get_file_info(self, paths: list[str]) -> list[pafs.FileInfo]:
+        return self.retry(lambda: self.fs.get_file_info(paths), f"reading the file info of {paths}")
+
+    def get_file_info_selector(self, selector: pafs.FileSelector) -> list[pafs.FileInfo]:
+        return self.retry(lambda: self.fs.get_file_info(selector), f"listing s3://{selector.base_dir}")
+
+    def open_input_file(self, path: str) -> pa.PythonFile:
+        file = self.retry(lambda: self.fs.open_input_file(path), f"opening s3://{path}")
+        return pa.PythonFile(RetryingFile(self, path, file), mode="r")
+
+    def open_input_stream(self, path: str) -> pa.PythonFile:
+        return self.open_input_file(path)
+
+    def _read_only(self, *args, **kwargs):
+        raise OSError("RetryingS3Handler is read-only (Ray Data's read tasks); write with mmdist.data.storage")
+
+    create_dir = delete_dir = delete_dir_contents = delete_root_dir_contents = delete_file = _read_only
+    move = copy_file = open_output_stream = open_append_stream = _read_only
+
+
+class RetryingFile:
+    """A seekable file object (for `pa.PythonFile`) over one S3 object: each read is one ranged GET
+    at its offset, retried in place, so a retried read returns exactly the bytes asked for."""
+
+    def __init__(self, handler: RetryingS3Handler, path: str, file: pa.NativeFile):
+        self.handler, self.path, self.file = handler, path, file
+        self.length, self.position, self.closed = file.size(), 0, False
+
+    def read(self, nbytes: int = -1) -> bytes:
+        remaining = self.length - self.position
+        size = remaining if nbytes is None or nbytes < 0 else min(nbytes, remaining)
+        if size <= 0:
+            return b""
+        data = self.handler.retry(lambda: self._read_at(size, self.position), f"reading shard s3://{self.path}")
+        self.position += len(data)
+        return data
+
+    def _read_at(self, size: int, offset: int) -> bytes:
+        if self.file is None:  # reopened after a failure
+            self.file = self.handler.fs.open_input_file(self.path)
+        try:
+            data = self.file.read_at(size, offset)  # bytes
+        except OSError:
+            self.file = None
+            raise
+        if len(data) != size:  # a body cut short: transient, like the reset that cut it
+            self.file = None
+            raise OSError(f"NETWORK_CONNECTION: short read, {len(data)} of {size} bytes at offset {offset}")
+        return data
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        base = {0: 0, 1: self.position, 2: self.length}[whence]
+        self.position = base + offset
+        return self.position
+
+    def tell(self) -> int:
+        return self.position
+
+    def size(self) -> int:
+        return self.length
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def writable(self) -> bool:
+        return False
+
+    def close(self) -> None:
+        self.closed, self.file = True, None

@@ -1,8 +1,12 @@
 """Reading trained weights back: a training run's DeepSpeed checkpoint folder, or an export.
 
 A checkpoint folder (local or s3://) holds the DeepSpeed tag folders, a `latest` file naming the
-newest tag, and `mmdist_config.json`: the run's resolved config (secrets redacted), enough to
-rebuild the model without the run directory. An export folder (mmdist/models/export.py) holds
+newest tag, `mmdist_config.json`: the run's resolved config (secrets redacted), enough to
+rebuild the model without the run directory, and one manifest per training rank
+(`mmdist_manifest_rank<r>.json`: the world size, ZeRO stage, step, and every file the rank wrote with
+its size). Each rank uploads its manifest after its other files, so a folder is complete when the
+manifests of ranks 0..W-1 are all there and every file they list has its listed size
+(`checkpoint_gaps`); a worker killed while writing or uploading leaves a folder that fails this. An export folder (mmdist/models/export.py) holds
 `model.safetensors` and `model.json`; it is preferred wherever both could serve.
 
 Nothing here unpickles arbitrary objects: checkpoints may come from a shared bucket, and a pickle runs
@@ -29,7 +33,12 @@ import torch
 RUN_CONFIG_FILE = "mmdist_config.json"
 EXPORT_WEIGHTS_FILE = "model.safetensors"
 EXPORT_CONFIG_FILE = "model.json"
+MANIFEST_PREFIX = "mmdist_manifest_rank"  # + <rank>.json
 RUN_DIR_EXPORT = "export"  # a training run_dir's export (jobs/export.py out=<run_dir>/export), preferred when present
+
+
+class IncompleteCheckpointError(FileNotFoundError):
+    """A checkpoint folder lacks a rank's manifest or a file (or part of one) that a manifest lists."""
 
 
 class UnsafeCheckpointError(pickle.UnpicklingError):
@@ -180,6 +189,7 @@ def load_trained(path: str, endpoint_url: str | None = None) -> tuple[dict[str, 
     """(fp32 state dict, run config, the URI read) of a trained model at `path`: an export, a checkpoint
     folder or a training run_dir (`resolve_trained`), local or s3:// (`endpoint_url`: storage.endpoint_url)."""
     uri = resolve_trained(path)
+    require_complete_uri(uri, endpoint_url)
     folder = local_checkpoint_dir(uri, endpoint_url)
     try:
         if not os.path.isdir(folder):
@@ -216,3 +226,84 @@ def latest_tag(checkpoint_dir: str) -> str:
     if not tags:
         raise FileNotFoundError(f"{checkpoint_dir} holds no DeepSpeed checkpoint tag")
     return tags[-1]
+
+
+def manifest_name(rank: int) -> str:
+    return f"{MANIFEST_PREFIX}{rank}.json"
+
+
+def write_manifest(folder: str, rank: int, world_size: int, **info) -> str:
+    """Rank `rank`'s manifest in its local checkpoint folder: every file under `folder` with its size,
+    and `info` (step, tag, zero_stage). Written after the files it lists, and uploaded after them."""
+    files = {}
+    for root, _, names in os.walk(folder):
+        for name in names:
+            path = os.path.join(root, name)
+            relative = os.path.relpath(path, folder).replace(os.sep, "/")
+            if not relative.startswith(MANIFEST_PREFIX):
+                files[relative] = os.path.getsize(path)
+    path = os.path.join(folder, manifest_name(rank))
+    with open(f"{path}.tmp", "w") as handle:
+        json.dump({"rank": rank, "world_size": world_size, **info, "files": files}, handle, indent=1)
+    os.replace(f"{path}.tmp", path)
+    return path
+
+
+def read_manifests(filesystem, path: str) -> tuple[dict[int, dict], list[str]]:
+    """(manifests by rank, gaps) of the checkpoint folder `path` on a pyarrow filesystem. A gap is one
+    thing the folder lacks: a rank's manifest, a listed file, or bytes of one (a cut-short upload)."""
+    import pyarrow.fs as pafs
+
+    listing = filesystem.get_file_info(pafs.FileSelector(path, recursive=True, allow_not_found=True))
+    sizes = {info.path[len(path.rstrip("/")) + 1:]: info.size for info in listing if info.type == pafs.FileType.File}
+    manifests = {}
+    for name in sorted(sizes):
+        if name.startswith(MANIFEST_PREFIX) and name.endswith(".json"):
+            with filesystem.open_input_stream(f"{path.rstrip('/')}/{name}") as handle:
+                try:
+                    manifest = json.loads(handle.read())
+                except ValueError:
+                    continue  # a cut-short manifest: its rank counts as missing
+            manifests[manifest["rank"]] = manifest
+    if not manifests:
+        return {}, [f"no {MANIFEST_PREFIX}*.json (each rank writes its manifest last)"]
+    world_sizes = {manifest["world_size"] for manifest in manifests.values()}
+    if len(world_sizes) > 1:
+        return manifests, [f"manifests of different world sizes {sorted(world_sizes)}"]
+    world_size = world_sizes.pop()
+    gaps = [f"rank {rank} of {world_size} wrote no {manifest_name(rank)}" for rank in range(world_size) if rank not in manifests]
+    for rank in sorted(manifests):
+        for name, size in manifests[rank]["files"].items():
+            if name not in sizes:
+                gaps.append(f"{name} (rank {rank}) is missing")
+            elif sizes[name] != size:
+                gaps.append(f"{name} (rank {rank}) has {sizes[name]} of {size} bytes")
+    return manifests, gaps
+
+
+def require_complete(filesystem, path: str, name: str) -> dict:
+    """Rank 0's manifest (world_size, zero_stage, step, tag) of a complete checkpoint folder; else an
+    IncompleteCheckpointError, one line naming `name` (the folder as the user gave it) and what is missing."""
+    manifests, gaps = read_manifests(filesystem, path)
+    if gaps:
+        shown = "; ".join(gaps[:4]) + (f"; and {len(gaps) - 4} more" if len(gaps) > 4 else "")
+        raise IncompleteCheckpointError(
+            f"{name} is an incomplete checkpoint: {shown}. It was cut short while being written or uploaded "
+            "(a killed worker); use a complete one, such as the run's latest (its run_dir/checkpoint.txt)"
+        )
+    return manifests[0]
+
+
+def require_complete_uri(uri: str, endpoint_url: str | None = None, name: str | None = None) -> dict | None:
+    """`require_complete` for a checkpoint URI (local or s3://), read without downloading the weights;
+    None for an export (written by jobs/export.py, not by training ranks) or a folder that does not exist."""
+    import pyarrow.fs as pafs
+
+    from mmdist.data.storage import resolve_filesystem
+
+    filesystem, path = resolve_filesystem(uri, endpoint_url)
+    if filesystem.get_file_info(path).type == pafs.FileType.NotFound:
+        return None  # the caller names a missing folder in its own words
+    if filesystem.get_file_info(f"{path.rstrip('/')}/{EXPORT_CONFIG_FILE}").type == pafs.FileType.File:
+        return None
+    return require_complete(filesystem, path, name or uri)

@@ -28,7 +28,17 @@ from mmdist.models import build_model, load_matching_state_dict, to_clip_batch
 from mmdist.objectives import kmeans_from_recipe, recipe_loss, with_code_probs
 from mmdist.models.checkpoint import load_model_state, local_checkpoint_dir
 from mmdist.models.pretrained import load_pretrained
-from mmdist.train.engine import build_engine, load_checkpoint, micro_batch_size, save_checkpoint
+from mmdist.train.engine import (
+    build_engine,
+    checkpoint_uploader,
+    load_checkpoint,
+    micro_batch_size,
+    parse_fault,
+    read_for_another_world,
+    restore_engine_state,
+    resume_checkpoint,
+    save_checkpoint,
+)
 from mmdist.train.gather import gather_outputs
 from mmdist.train.sync_batchnorm import convert_to_global_batchnorm
 from mmdist.train.metrics import StepTimer, in_batch_recall_at_1
@@ -50,19 +60,28 @@ def train_loop_per_worker(config: dict, metrics_log=None, decode_stats_name: str
     trainer_cfg, recipe_cfg = config["trainer"], config["recipe"]
     context = ray.train.get_context()
     rank, world = context.get_world_rank(), context.get_world_size()
-    engine, micro_batch = setup_engine(config, world, log=rank == 0)
+    checkpoint, saved, lines = resume_checkpoint()  # the newest complete one; cut-short ones are deleted
+    for line in lines:
+        say(line)
+    resized = saved is not None and saved["world_size"] != world and saved["zero_stage"] > 0
+    weights, engine_state = read_for_another_world(checkpoint) if resized else (None, None)
+    engine, micro_batch = setup_engine(config, world, log=rank == 0, weights=weights)
     # after each k-means fit every rank takes rank 0's centroids
     kmeans = kmeans_from_recipe(recipe_cfg, dim=config["model"]["embed_dim"], seed=config["seed"], agree=dist.broadcast_)
 
     step, history = 0, []
-    checkpoint = ray.train.get_checkpoint()
     if checkpoint is not None:
-        state = load_checkpoint(engine, checkpoint)
+        state = restore_engine_state(engine, engine_state) if resized else load_checkpoint(engine, checkpoint)
         step, history = state["step"], state["history"]
         if kmeans is not None:
             kmeans.load_state_dict(state["kmeans"])
         if rank == 0:
             say(f"[resume] from step {step} ({checkpoint.path})")
+            if resized:
+                say(f"[resume] the checkpoint was written by {saved['world_size']} workers under ZeRO-{saved['zero_stage']}, "
+                    f"this run has {world}: weights (consolidated fp32), learning-rate schedule and step restored; "
+                    "the optimizer state (AdamW moments) restarts from zero, since DeepSpeed cannot re-partition "
+                    "ZeRO optimizer state across world sizes")
     metrics_log = metrics_log if rank == 0 else None
     if metrics_log is not None and history:
         metrics_log.extend.remote(history)
@@ -73,6 +92,7 @@ def train_loop_per_worker(config: dict, metrics_log=None, decode_stats_name: str
     global_batch = config["data"]["batch_size"]
     validation_every = config["validation"]["every"] if config["validation"]["path"] else 0
     skips = NonFiniteSkips(trainer_cfg["nonfinite"], trainer_cfg["max_consecutive_skips"])
+    upload = checkpoint_uploader(parse_fault(trainer_cfg["fault_injection"]))
     while step < max_steps:
         micro = 0
         while micro < trainer_cfg["grad_accum_steps"]:
@@ -119,7 +139,8 @@ def train_loop_per_worker(config: dict, metrics_log=None, decode_stats_name: str
                 metrics_log.append.remote(metrics)
         saving = step % trainer_cfg["checkpoint_every"] == 0 or step == max_steps
         client_state = {"history": history, "kmeans": kmeans.state_dict() if kmeans is not None else None}
-        ray.train.report(metrics, checkpoint=save_checkpoint(engine, step, client_state, redact(config)) if saving else None)
+        ray.train.report(metrics, checkpoint=save_checkpoint(engine, step, client_state, redact(config)) if saving else None,
+                         checkpoint_upload_fn=upload, delete_local_checkpoint_after_upload=True)
         sums = defaultdict(float)
 
 
@@ -142,9 +163,9 @@ def _batches_forever(shard, micro_batch: int, device) -> Iterator[ClipBatch]:
 
 
 
-def setup_engine(config: dict, world_size: int, log: bool = False):
-    """The model (batch norms made global, warm-started if configured) inside a DeepSpeed engine;
-    returns (engine, micro batch size per worker)."""
+def setup_engine(config: dict, world_size: int, log: bool = False, weights: dict | None = None):
+    """The model (batch norms made global, warm-started if configured, or given `weights`: a checkpoint
+    of another world size) inside a DeepSpeed engine; returns (engine, micro batch size per worker)."""
     trainer_cfg = config["trainer"]
     torch.manual_seed(config["seed"])  # identical initial weights on every rank
     if trainer_cfg["torch_threads"]:
@@ -160,6 +181,8 @@ def setup_engine(config: dict, world_size: int, log: bool = False):
         report = load_matching_state_dict(model, load_model_state(folder))
         if log:
             say(f"[warm start] {len(report['loaded'])} tensors loaded, skipped: {report['skipped']}")
+    if weights is not None:
+        model.load_state_dict(weights)  # before DeepSpeed partitions it (ZeRO-3)
     micro_batch = micro_batch_size(config["data"]["batch_size"], world_size, trainer_cfg["grad_accum_steps"])
     if model.codes is not None:
         # one codebook EMA step per optimizer step, on every micro-batch's statistics (optimizer_step)

@@ -33,7 +33,7 @@ from mmdist.data.text import tokenize
 from tests.conftest import REPO
 
 torch.set_num_threads(1)
-STORAGE = {"endpoint_url": None, "retries": 2, "backoff_s": 0.1}
+STORAGE = {"endpoint_url": None, "retries": 2, "backoff_s": 0.1, "connect_timeout_s": 5.0, "request_timeout_s": 30.0}
 # What Ray's worker processes need to reach the moto server; they do not see a test's monkeypatched env.
 WORKER_ENV = {
     "AWS_ACCESS_KEY_ID": "testing",

@@ -22,6 +22,7 @@ from mmdist.data.storage import (
     write_shard,
 )
 from tests.conftest import free_port
+from tests.data.outage_proxy import pump
 
 
 def small_table(prefix: str, rows: int = 3) -> pa.Table:
@@ -139,20 +140,6 @@ class FlakyProxy:
 
     def close(self):
         self.server.close()
-
-
-def pump(source, sink):
-    try:
-        while data := source.recv(65536):
-            sink.sendall(data)
-    except OSError:
-        pass
-    finally:
-        for sock in (source, sink):
-            try:
-                sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
 
 
 @pytest.fixture

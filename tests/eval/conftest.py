@@ -32,9 +32,10 @@ REPO = Path(__file__).resolve().parents[2]
 
 def write_checkpoint(folder, model: torch.nn.Module, run_config: dict) -> str:
     """A checkpoint folder in the layout a ZeRO-0 DeepSpeed run writes (`latest`, the tag folder with
-    `mp_rank_00_model_states.pt` holding {"module": state}) plus the run config: what
-    `mmdist.models.checkpoint` reads. For models that were never trained (no engine needed)."""
-    from mmdist.models.checkpoint import RUN_CONFIG_FILE
+    `mp_rank_00_model_states.pt` holding {"module": state}) plus the run config and the manifest of
+    its one rank: what `mmdist.models.checkpoint` reads. For models that were never trained (no engine
+    needed). A test that rewrites a file afterwards calls `write_manifest(folder, 0, 1)` again."""
+    from mmdist.models.checkpoint import RUN_CONFIG_FILE, write_manifest
 
     tag = "step_00000000"
     os.makedirs(os.path.join(folder, tag), exist_ok=True)
@@ -43,6 +44,7 @@ def write_checkpoint(folder, model: torch.nn.Module, run_config: dict) -> str:
         handle.write(tag)
     with open(os.path.join(folder, RUN_CONFIG_FILE), "w") as handle:
         json.dump(run_config, handle)
+    write_manifest(str(folder), rank=0, world_size=1, step=0, tag=tag, zero_stage=0)
     return str(folder)
 
 

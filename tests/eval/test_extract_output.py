@@ -10,7 +10,7 @@ import pytest
 
 from mmdist.eval.extract import prepare_output
 
-STORAGE = {"endpoint_url": None, "retries": 0, "backoff_s": 0.0}
+STORAGE = {"endpoint_url": None, "retries": 0, "backoff_s": 0.0, "connect_timeout_s": 5.0, "request_timeout_s": 30.0}
 
 
 def test_earlier_parquet_output_is_replaced(tmp_path):

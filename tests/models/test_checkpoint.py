@@ -20,6 +20,7 @@ from mmdist.models.checkpoint import (
     load_model_state,
     load_trained,
     resolve_trained,
+    write_manifest,
 )
 from tests.eval.conftest import write_checkpoint
 
@@ -58,6 +59,7 @@ def test_crafted_checkpoint_is_refused_and_never_runs(checkpoint, tmp_path):
     folder, model = checkpoint
     marker = tmp_path / "marker"
     torch.save({"module": model.state_dict(), "extra": WritesMarker(str(marker))}, model_states_file(folder))
+    write_manifest(folder, 0, 1)  # a hostile file in an otherwise complete checkpoint
 
     with pytest.raises(UnsafeCheckpointError, match=r"mp_rank_00_model_states\.pt holds \['posix\.system'\]") as err:
         load_model_state(folder)
@@ -111,3 +113,26 @@ def test_missing_folder_and_foreign_folder_name_the_path(tmp_path):
     (tmp_path / "empty" / "step_00000001").mkdir(parents=True)
     with pytest.raises(FileNotFoundError, match="neither an export"):
         load_model_state(str(tmp_path / "empty"))
+
+
+def test_an_incomplete_checkpoint_is_named_with_what_it_lacks(checkpoint):
+    """The completeness check (mmdist.models.checkpoint.require_complete) on what a cut-short write or
+    upload leaves: a truncated file, a rank's missing manifest, no manifest at all. A worker really
+    killed mid-checkpoint: tests/train/test_checkpoint_faults.py."""
+    from mmdist.models.checkpoint import IncompleteCheckpointError, manifest_name, require_complete_uri
+
+    folder, _ = checkpoint
+    assert require_complete_uri(folder)["world_size"] == 1
+    path = model_states_file(folder)
+    size = os.path.getsize(path)
+    with open(path, "r+b") as handle:
+        handle.truncate(size // 2)
+    with pytest.raises(IncompleteCheckpointError, match=f"{folder} is an incomplete checkpoint: step_00000000/"
+                       f"mp_rank_00_model_states.pt \\(rank 0\\) has {size // 2} of {size} bytes"):
+        load_trained(folder)
+    write_manifest(folder, 0, 2)  # as if rank 0 of 2: rank 1's part never arrived
+    with pytest.raises(IncompleteCheckpointError, match="rank 1 of 2 wrote no mmdist_manifest_rank1.json"):
+        require_complete_uri(folder)
+    os.remove(os.path.join(folder, manifest_name(0)))
+    with pytest.raises(IncompleteCheckpointError, match=r"no mmdist_manifest_rank\*\.json"):
+        require_complete_uri(folder)

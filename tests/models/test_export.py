@@ -18,6 +18,7 @@ from mmdist.models.checkpoint import (
     load_run_config,
     load_trained,
     local_checkpoint_dir,
+    write_manifest,
 )
 from mmdist.models.export import export_model
 from mmdist.models.warm_start import load_state_dict_exactly
@@ -104,6 +105,7 @@ def test_a_checkpoint_of_another_model_is_refused_by_name(trained, tmp_path):
     del state["codes.quantizer.ema_count"]
     state["old_head.weight"] = torch.zeros(2)
     torch.save({"module": state}, os.path.join(folder, "step_00000000", "mp_rank_00_model_states.pt"))
+    write_manifest(folder, 0, 1)
     with pytest.raises(ValueError, match=r"missing codes\.quantizer\.ema_count; unexpected old_head\.weight"):
         export_model(folder, str(tmp_path / "export"))
     assert not (tmp_path / "export").exists()
