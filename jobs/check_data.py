@@ -6,14 +6,13 @@ The last line of the output is JSON: {"rows": .., "decoded": .., "dropped": .., 
 """
 
 import json
-import os
 
 import hydra
-import ray
 from omegaconf import DictConfig
 
 from mmdist.config import check_config
 from mmdist.data.pipeline import check_data_config, check_dataset
+from mmdist.ray_setup import init_ray
 from mmdist.startup import require_dataset
 
 
@@ -22,13 +21,7 @@ def main(cfg: DictConfig) -> None:
     config = check_config(cfg, "check_data")  # every section (mmdist/config.py), then the data values
     check_data_config(config["data"])  # and a data.path without shards fail before Ray starts
     require_dataset(config["data"]["path"], "data.path", config["storage"])
-    ray_cfg = config["ray"]
-    address = ray_cfg["address"] or os.environ.get("RAY_ADDRESS")
-    if address:
-        ray.init(address=address)
-    else:  # a fresh local Ray; more logical CPUs than cores so read and decode tasks both run (ENVIRONMENT.md)
-        num_cpus = ray_cfg["num_cpus"] or max(ray_cfg["min_local_cpus"], os.cpu_count() or 1)
-        ray.init(address="local", num_cpus=num_cpus, include_dashboard=False)
+    init_ray(config["ray"])  # RAY_ADDRESS's cluster, else a fresh local Ray with more logical CPUs than cores
     summary, lines = check_dataset(config["data"], config["storage"], config["seed"], config["examples_per_reason"])
     for line in lines:
         print(line)

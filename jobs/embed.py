@@ -15,7 +15,7 @@ from mmdist.config import check_config
 from mmdist.data.pipeline import check_data_config
 from mmdist.eval.job import check_eval_config, embed_clips
 from mmdist.models.checkpoint import resolve_trained
-from mmdist.runtime import init_ray
+from mmdist.ray_setup import init_ray
 from mmdist.startup import checkpoint_config, require_dataset
 
 

@@ -20,9 +20,14 @@ def main(cfg: DictConfig) -> None:
     choices = {group: option for group, option in HydraConfig.get().runtime.choices.items() if group in train_groups}
     group_overrides = [f"{group}={option}" for group, option in choices.items()]
     train_defaults = OmegaConf.to_container(compose("train", overrides=group_overrides), resolve=True, throw_on_missing=False)
-    summary = run_sweep(cfg, train_defaults, group_overrides)
+    summary = run_sweep(cfg, train_defaults, group_overrides, compose_evaluate=_compose_evaluate)
     best = summary["best"]
     print(f"[sweep] done: {len(summary['rows'])} trials; best {best['trial_id']} ({cfg.sweep.metric} = {best[cfg.sweep.metric]})")
+
+
+def _compose_evaluate(overrides: list[str]) -> dict:
+    """jobs/evaluate.py's config with `overrides` (the sweep's final evaluation runs its work in this process)."""
+    return OmegaConf.to_container(compose("evaluate", overrides=overrides), resolve=True, throw_on_missing=True)
 
 
 def _group_choices(cfg: DictConfig) -> dict:

@@ -116,6 +116,36 @@ def all_reduce_sum_(x: torch.Tensor) -> torch.Tensor:
     return x
 
 
+def all_reduce_sum_with_grad(x: torch.Tensor) -> torch.Tensor:
+    """Sum x over ranks, differentiable: the backward all-reduce-sums the gradient, the convention of
+    `gather_with_grad` (global batch norm's statistics, mmdist.train.sync_batchnorm); x in one process."""
+    if world_size() == 1:
+        return x
+    from torch.distributed.nn.functional import all_reduce
+
+    return all_reduce(x)
+
+
+def mean_across_ranks(metrics: dict) -> dict:
+    """Average scalar metrics over data-parallel ranks so every rank reports the same numbers."""
+    if world_size() == 1:
+        return dict(metrics)
+    names = sorted(metrics)
+    values = torch.tensor([float(metrics[name]) for name in names], dtype=torch.float64)
+    torch_dist.all_reduce(values)
+    values /= torch_dist.get_world_size()
+    return dict(zip(names, values.tolist()))
+
+
+def all_gather_objects(value) -> list:
+    """Every rank's picklable `value`, in rank order (`[value]` in one process)."""
+    if not is_distributed():
+        return [value]
+    gathered = [None] * world_size()
+    torch_dist.all_gather_object(gathered, value)
+    return gathered
+
+
 def broadcast_(x: torch.Tensor, src: int = 0) -> torch.Tensor:
     """Overwrite x, in place, with rank `src`'s copy; no-op in one process."""
     if world_size() > 1:

@@ -42,8 +42,12 @@ def squared_distances(x: torch.Tensor, codebook: torch.Tensor) -> torch.Tensor:
     return torch.addmm(e_sq, x, codebook.t(), alpha=-2.0).add_(x_sq).clamp_min_(0.0)
 
 
-def perplexity(counts: torch.Tensor) -> float:
-    """exp(entropy) of the code-usage distribution `counts` [V]; 0 when nothing was counted."""
+def perplexity(counts) -> float:
+    """exp(entropy) of the code-usage distribution `counts` [V]: V for uniform use, 1 when one codeword
+    takes all, 0 when nothing was counted. A tensor (training's codebook usage) or an array (evaluation's
+    counts, mmdist.eval.codebook: computed in float64)."""
+    if not isinstance(counts, torch.Tensor):
+        counts = torch.as_tensor(counts, dtype=torch.float64)
     total = counts.sum()
     if total <= 0:
         return 0.0

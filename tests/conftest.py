@@ -6,7 +6,7 @@
   `job_cfg(name, overrides)` does the same for any job config.
 * `synthetic_dir` (session): a small synthetic world on local disk (24 clips, seed 0, 3 shards).
 * `one_torch_thread` (autouse): one intra-op torch thread in the test process.
-* `ray_session` (session): one local Ray, started as the jobs start it (mmdist.runtime.init_ray).
+* `ray_session` (session): one local Ray, started as the jobs start it (mmdist.ray_setup.init_ray).
 * `learning_worlds` (session): a 160-clip training world and a 64-clip held-out world of another seed.
 * `learned_run` (session): a 120-step, 2-worker mc3_vq training run on `learning_worlds`, validated
   on the held-out world during training. The learning test (tests/train) checks it learned; the
@@ -17,16 +17,13 @@
 from __future__ import annotations
 
 import pathlib
-import socket
-import subprocess
-import sys
-import time
 import types
-import urllib.request
 import uuid
 
 import pytest
 import torch
+
+from mmdist.ray_setup import free_port
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 CONFIG_DIR = REPO / "configs"
@@ -47,6 +44,24 @@ def load_job_cfg(config_name: str, overrides: tuple[str, ...] = ()) -> dict:
     return OmegaConf.to_container(cfg, resolve=True, throw_on_missing=False)
 
 
+def run_ranks(worker, world: int = 2, timeout_s: float = 300) -> list:
+    """`worker(rank, world, port, queue)` in `world` spawned processes (they form a process group on the
+    free `port`); returns what each put on the queue, in arrival order, once every process exited cleanly."""
+    import torch.multiprocessing as mp
+
+    context = mp.get_context("spawn")
+    queue = context.Queue()
+    port = free_port()
+    processes = [context.Process(target=worker, args=(rank, world, port, queue)) for rank in range(world)]
+    for process in processes:
+        process.start()
+    results = [queue.get(timeout=timeout_s) for _ in processes]
+    for process in processes:
+        process.join(timeout=60)
+        assert process.exitcode == 0
+    return results
+
+
 @pytest.fixture(scope="session")
 def job_cfg():
     """`load_job_cfg(config_name, overrides=())`: any job's composed config as a dict."""
@@ -59,41 +74,17 @@ def world_cfg() -> dict:
     return load_job_cfg("make_dataset")
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def wait_for_http(url: str, process: subprocess.Popen, timeout_s: float, log: pathlib.Path) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"moto server exited with {process.returncode}: {log.read_text()[-2000:]}")
-        try:
-            urllib.request.urlopen(url, timeout=1).close()
-            return
-        except OSError:
-            time.sleep(0.1)
-    raise RuntimeError(f"moto server did not answer {url} within {timeout_s} s")
-
-
 @pytest.fixture(scope="session")
 def s3_server(tmp_path_factory):
-    """`python -m moto.server` on a free port; yields .endpoint_url and .create_bucket(name=None) -> name.
+    """`python -m moto.server` on a free port (mmdist.benchmarks.moto_s3.start_moto); yields .endpoint_url,
+    .port and .create_bucket(name=None) -> name.
 
     Sets no environment variable: tests that want the AWS variables use `s3_env`.
     """
-    port = free_port()
-    log = tmp_path_factory.mktemp("moto") / "server.log"
-    with open(log, "wb") as log_file:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-            stdout=log_file, stderr=subprocess.STDOUT,
-        )
-    endpoint_url = f"http://127.0.0.1:{port}"
+    from mmdist.benchmarks.moto_s3 import start_moto
+
+    process, endpoint_url = start_moto(str(tmp_path_factory.mktemp("moto") / "server.log"))
     try:
-        wait_for_http(f"{endpoint_url}/moto-api/", process, timeout_s=60, log=log)
 
         def create_bucket(name: str | None = None) -> str:
             import boto3
@@ -107,7 +98,7 @@ def s3_server(tmp_path_factory):
             client.create_bucket(Bucket=name)
             return name
 
-        yield types.SimpleNamespace(endpoint_url=endpoint_url, port=port, create_bucket=create_bucket)
+        yield types.SimpleNamespace(endpoint_url=endpoint_url, port=int(endpoint_url.rsplit(":", 1)[1]), create_bucket=create_bucket)
     finally:
         process.kill()
         process.wait(timeout=30)
@@ -148,7 +139,7 @@ def one_torch_thread():
 
 @pytest.fixture(scope="session")
 def ray_session():
-    from mmdist.runtime import init_ray
+    from mmdist.ray_setup import init_ray
 
     from omegaconf import OmegaConf
 

@@ -40,7 +40,7 @@ def ray_head(log_path: Path, *args: str, node_ip: str = "127.0.0.1", port: int |
     head_env = dict(os.environ, **(env or {}))
     head_env.update(
         RAY_ADDRESS=address,               # the head's own workers find this cluster, not another Ray here
-        RAY_API_SERVER_ADDRESS=dashboard,  # Train's placement-group cleaner asks this cluster (mmdist/runtime.py)
+        RAY_API_SERVER_ADDRESS=dashboard,  # Train's placement-group cleaner asks this cluster (mmdist/ray_setup.py)
         RAY_AUTH_MODE="token",
         PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
     )

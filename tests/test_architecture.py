@@ -8,9 +8,9 @@ ALLOWED lists it with a reason.
 
 The layers, first to last (the shared modules at the top of mmdist/ are placed by what they import):
 
-    base        config, config_schema/, dist, runtime, ranks, tracking, contracts (the batch and output every
+    base        config, config_schema/, dist, ray_setup, ranks, tracking, contracts (the batch and output every
                 layer passes on): no mmdist import but each other
-    storage     data/: schema, storage, media, tasks, ingest, synthetic world (writes clips)
+    storage     data/: schema, storage, media, parallel, ingest, synthetic world (writes clips)
     decode      data/: text, resample, decode, shapes, pipeline (reads clips into batches)
     models      models/, vq.py (the shared codebook)
     objectives  objectives/
@@ -40,14 +40,14 @@ PLACES = {
     "mmdist/config.py": "base",
     "mmdist/config_schema/": "base",
     "mmdist/dist.py": "base",
-    "mmdist/runtime.py": "base",
+    "mmdist/ray_setup.py": "base",
     "mmdist/ranks.py": "base",
     "mmdist/tracking.py": "base",
     "mmdist/contracts.py": "base",
     "mmdist/data/schema.py": "storage",
     "mmdist/data/storage.py": "storage",
     "mmdist/data/media.py": "storage",
-    "mmdist/data/tasks.py": "storage",
+    "mmdist/data/parallel.py": "storage",
     "mmdist/data/ingest.py": "storage",
     "mmdist/data/synthetic.py": "storage",
     "mmdist/data/synthetic_render.py": "storage",

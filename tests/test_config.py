@@ -29,6 +29,7 @@ CASES = {
     "embed": ("embed", ("checkpoint=/c", "data.path=/d", "out=/o")),
     "export": ("export", ("checkpoint=/c", "out=/o")),
     "check_data": ("check_data", ("data.path=/d",)),
+    "deflate": ("deflate", ("checkpoint=/c", "data.path=/d")),
     "ingest": ("ingest", ("manifest=/m", "out=/o")),
     "make_dataset": ("make_dataset", ("out=/o", "num_clips=4", "seed=0")),
     "reproduce": ("reproduce", ()),

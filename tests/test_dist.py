@@ -128,6 +128,8 @@ def _worker(rank: int, port: int, out_dir: str) -> None:
     torch_dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=WORLD)
     try:
         record = {"rank": dist.rank(), "world": dist.world_size(), "distributed": dist.is_distributed()}
+        record["mean"] = dist.mean_across_ranks({"step": 3, "loss": float(rank), "r1": 0.5 * rank})
+        record["objects"] = dist.all_gather_objects({"rank": rank, "rows": list(range(rank + 1))})
         inputs, params, codebook = make_problem()
         local = {k: x[rank * LOCAL : (rank + 1) * LOCAL] for k, x in inputs.items()}
 
@@ -155,7 +157,8 @@ def _worker(rank: int, port: int, out_dir: str) -> None:
             both = dist.gather_no_grad(vq.codebook.unsqueeze(0))  # [2, V, D]
             record[f"vq_{dtype}"] = {"codebooks": both, "usage": vq.usage(), "state": vq.state_dict()}
 
-        kmeans = OnlineKMeans(num_clusters=4, dim=4, queue_batches=3, refit_every=2, iters=20, seed=0)
+        kmeans = OnlineKMeans(num_clusters=4, dim=4, queue_batches=3, refit_every=2, iters=20, seed=0,
+                              agree=dist.broadcast_)
         for step in range(KMEANS_STEPS):
             kmeans.step(dist.gather_no_grad(kmeans_data(rank, step)), step)
         record["kmeans"] = dist.gather_no_grad(kmeans.centroids.unsqueeze(0))  # [2, K, D]
@@ -180,6 +183,15 @@ def test_rank_helpers(ranks):
     x = torch.randn(3, 2, requires_grad=True)
     assert dist.gather_with_grad(x) is x
     assert torch.equal(dist.all_reduce_sum_(x.detach().clone()), x.detach())
+    assert dist.all_reduce_sum_with_grad(x) is x
+
+
+def test_metric_means_and_object_gathers(ranks):
+    for record in ranks:
+        assert record["mean"] == {"loss": 0.5, "r1": 0.25, "step": 3.0}
+        assert record["objects"] == [{"rank": 0, "rows": [0]}, {"rank": 1, "rows": [0, 1]}]
+    assert dist.mean_across_ranks({"loss": 2}) == {"loss": 2}  # one process: as given
+    assert dist.all_gather_objects("x") == ["x"]
 
 
 @pytest.mark.parametrize("name", ["info_nce", "mms_loss", "cmcm_loss", "mil_nce", "mc3_recipe"])

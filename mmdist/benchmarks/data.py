@@ -50,7 +50,7 @@ from mmdist.benchmarks.data_stages import STAGES, codec_floor, ray_stage_times, 
 from mmdist.benchmarks.moto_s3 import MOTO_ENV, environment, start_moto, upload
 from mmdist.config import ConfigError, check_section
 from mmdist.config_schema.benchmarks import DataSuite
-from mmdist.data.pipeline import ClipDecoder, build_dataset, check_data_config, decode_stats
+from mmdist.data.pipeline import ClipDecoder, build_dataset, check_data_config, decode_stats, new_stats_name
 from mmdist.data.storage import list_shards, read_shard
 from mmdist.data.synthetic import generate_world
 
@@ -170,8 +170,9 @@ def time_pipelines(setting: dict, loop_figures: dict, cfg: dict, endpoint_url: s
     s3_storage = {**cfg["storage"], "endpoint_url": endpoint_url}
     figures = {}
     for name, url, storage in (("ray_local", setting["url"], cfg["storage"]), ("ray_s3", s3_url, s3_storage)):
-        dataset = build_dataset({**data_cfg, "path": url}, storage, train=False, seed=0)
-        timed = time_passes(lambda: pipeline_pass(dataset, data_cfg), cfg["repeats"], exclude)
+        stats_name = new_stats_name()
+        dataset = build_dataset({**data_cfg, "path": url}, storage, train=False, seed=0, stats_name=stats_name)
+        timed = time_passes(lambda: pipeline_pass(dataset, data_cfg, stats_name), cfg["repeats"], exclude)
         figures[f"{name}_clips_per_s"], figures[f"{name}_clips_per_cpu_s"] = timed["rate"], timed["per_cpu_s"]
         figures[f"{name}_vs_loop_per_busy_core"] = timed["per_cpu_s"] / loop_figures["loop_clips_per_cpu_s"]
         figures[f"{name}_vs_loop_per_reserved_core"] = (
@@ -227,11 +228,11 @@ def decode_loop(url: str, data_cfg: dict) -> int:
     return clips
 
 
-def pipeline_pass(dataset, data_cfg: dict) -> int:
+def pipeline_pass(dataset, data_cfg: dict, stats_name: str) -> int:
     """(b), (c): one full pass over the dataset (an epoch: the plan runs again); returns the clips decoded."""
     clips = sum(len(batch["has_video"]) for batch in dataset.iter_batches(batch_size=data_cfg["batch_size"]))
-    if decode_stats(dataset.decode_stats_name):
-        raise RuntimeError(f"generated clips failed to decode: {decode_stats(dataset.decode_stats_name)}")
+    if decode_stats(stats_name):
+        raise RuntimeError(f"generated clips failed to decode: {decode_stats(stats_name)}")
     return clips
 
 

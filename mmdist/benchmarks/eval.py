@@ -6,7 +6,6 @@ candidates, on the same inputs and `threads`:
 
 - `ours_ranks`: `chunked_ranks` (the ranks behind `retrieval_metrics`: per chunk of `chunk_size`
   query rows, the matmul and the pessimistic rank count) followed by `metrics_from_ranks`;
-- `ours_topk`: `chunked_topk` (the k best candidates of every query, chunk by chunk);
 - `bare_chunked`: the baseline, a bare loop `(q[chunk] @ c.T).topk(k)` over the same chunks, written
   here without any mmdist code: the cost of the matrix product and top-k alone;
 - `bare_full` (only when the Nq x N matrix fits `full_matrix_max_gib`): one `q @ c.T`, then `.topk(k)`.
@@ -33,7 +32,7 @@ import torch
 from mmdist.benchmarks.common import pin_mmap_threshold, timed_peak
 from mmdist.config import check_section
 from mmdist.config_schema.benchmarks import EvalSuite
-from mmdist.eval.retrieval import chunked_ranks, chunked_topk, metrics_from_ranks
+from mmdist.eval.retrieval import chunked_ranks, metrics_from_ranks
 
 MIB, GIB = 2**20, 2**30
 
@@ -88,7 +87,6 @@ def run(cfg: Mapping) -> dict[str, float]:
                 lambda: metrics_from_ranks(chunked_ranks(queries, candidates, chunk, cfg["rank_block"])),
                 lambda: chunked_ranks(head, candidates, chunk, cfg["rank_block"]),
             ),
-            "ours_topk": (lambda: chunked_topk(queries, candidates, k, chunk), lambda: chunked_topk(head, candidates, k, chunk)),
             "bare_chunked": (
                 lambda: bare_chunked_topk(queries, candidates, k, chunk),
                 lambda: bare_chunked_topk(head, candidates, k, chunk),
@@ -98,8 +96,6 @@ def run(cfg: Mapping) -> dict[str, float]:
             methods["bare_full"] = (lambda: bare_full_topk(queries, candidates, k), lambda: bare_full_topk(head, candidates, k))
         figures = measure(methods, repeats)
         figures["ranks_time_ratio"] = figures["ours_ranks_s"] / figures["bare_chunked_s"]
-        figures["topk_time_ratio"] = figures["ours_topk_s"] / figures["bare_chunked_s"]
-        figures["topk_agrees"] = float(torch.equal(chunked_topk(head, candidates, k, chunk)[1], bare_chunked_topk(head, candidates, k, chunk)))
         figures["num_queries"] = num_queries
         figures["full_matrix_gib"] = num_queries * size * 4 / GIB
         results.update({f"N{size}/{name}": value for name, value in figures.items()})
@@ -111,13 +107,13 @@ def run(cfg: Mapping) -> dict[str, float]:
 def _print(results: dict[str, float], dim: int, chunk: int, k: int, threads: int) -> None:
     labels = list(dict.fromkeys(key.split("/")[0] for key in results))
     print(f"retrieval scoring, D={dim}, chunk={chunk} query rows, k={k}, {threads} thread(s); time s (peak RSS rise MiB)")
-    print(f"{'N':>8s} {'queries':>8s} {'ours ranks':>18s} {'ours top-k':>18s} {'bare chunked':>18s} {'bare full':>18s} {'ranks/bare':>11s} {'topk/bare':>10s}")
+    print(f"{'N':>8s} {'queries':>8s} {'ours ranks':>18s} {'bare chunked':>18s} {'bare full':>18s} {'ranks/bare':>11s}")
     for label in labels:
         r = {key.split("/")[1]: value for key, value in results.items() if key.startswith(label + "/")}
 
         def cell(name: str) -> str:
             return f"{r[name + '_s']:8.2f} ({r[name + '_peak_mib']:6.0f})" if name + "_s" in r else f"{'-':>18s}"
 
-        print(f"{label[1:]:>8s} {r['num_queries']:8.0f} {cell('ours_ranks')} {cell('ours_topk')} {cell('bare_chunked')} {cell('bare_full')} "
-              f"{r['ranks_time_ratio']:11.2f} {r['topk_time_ratio']:10.2f}")
+        print(f"{label[1:]:>8s} {r['num_queries']:8.0f} {cell('ours_ranks')} {cell('bare_chunked')} {cell('bare_full')} "
+              f"{r['ranks_time_ratio']:11.2f}")
     print("bare chunked = (q[chunk] @ c.T).topk(k) per chunk; bare full = one N x N matrix, then topk (only where it fits)")

@@ -22,7 +22,6 @@ from __future__ import annotations
 import copy
 import gc
 import os
-import socket
 import statistics
 import time
 
@@ -36,6 +35,7 @@ from mmdist.config_schema.benchmarks import GpuSuite
 from mmdist.data.shapes import batch_shapes
 from mmdist.models import build_model
 from mmdist.objectives import kmeans_from_recipe, recipe_loss, with_code_probs
+from mmdist.ray_setup import free_port
 from mmdist.train.engine import build_engine
 from mmdist.train.gather import gather_outputs
 from mmdist.train.sync_batchnorm import convert_to_global_batchnorm
@@ -94,9 +94,7 @@ def init_single_process_group(device: torch.device) -> None:
     """A one-rank process group (DeepSpeed needs one; Ray Train makes it in the trainer)."""
     if torch.distributed.is_initialized():
         return
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()
     os.environ.update({"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)})
     if device.type == "cuda":
         torch.cuda.set_device(device)

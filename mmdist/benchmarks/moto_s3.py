@@ -1,10 +1,10 @@
-"""A moto S3 server on 127.0.0.1 for the `data` benchmark's S3 reads (it stands for remote storage)."""
+"""A moto S3 server on 127.0.0.1 for the `data` benchmark's S3 reads (it stands for remote storage) and the
+tests' `s3_server` fixture."""
 
 from __future__ import annotations
 
 import contextlib
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -12,6 +12,8 @@ import urllib.request
 import uuid
 
 import pyarrow.fs as pafs
+
+from mmdist.ray_setup import free_port
 
 # moto accepts any credentials; these exist only for the local server started here.
 MOTO_ENV = {
@@ -22,25 +24,28 @@ MOTO_ENV = {
 }
 
 
-def start_moto() -> tuple[subprocess.Popen, str]:
-    """A moto S3 server on a free port of 127.0.0.1; returns the process and its endpoint URL."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    server = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
+def start_moto(log_path: str | None = None, timeout_s: float = 60) -> tuple[subprocess.Popen, str]:
+    """A moto S3 server on a free port of 127.0.0.1, its output in `log_path` (None: discarded); returns
+    the process and its endpoint URL once the server answers."""
+    port = free_port()
+    with open(log_path or os.devnull, "wb") as log:
+        server = subprocess.Popen(
+            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)], stdout=log, stderr=subprocess.STDOUT,
+        )
     endpoint_url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and server.poll() is None:
         try:
             urllib.request.urlopen(f"{endpoint_url}/moto-api/", timeout=1).close()
             return server, endpoint_url
         except OSError:
-            time.sleep(0.2)
+            time.sleep(0.1)
+    exited = server.poll()
     server.kill()
-    raise RuntimeError(f"moto server on {endpoint_url} did not start within 60 s")
+    server.wait(timeout=30)
+    output = open(log_path).read()[-2000:] if log_path else ""
+    state = f"exited with {exited}" if exited is not None else f"did not answer within {timeout_s} s"
+    raise RuntimeError(f"moto server on {endpoint_url} {state}: {output}")
 
 
 def upload(local_url: str, endpoint_url: str) -> str:

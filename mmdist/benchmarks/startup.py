@@ -6,7 +6,7 @@ phase durations. The phases inside `fit` come from Ray's own task timeline (`ray
 actor method and task with its start and end), so the training code carries no timers:
 
   imports            interpreter start -> mmdist.train, Ray, torch imported (the driver)
-  ray_init           mmdist.runtime.init_ray: a local Ray with its dashboard
+  ray_init           mmdist.ray_setup.init_ray: a local Ray with its dashboard
   driver_setup       fit() -> TrainController.__init__: input checks, dataset planning (incl. Parquet
                      metadata tasks, `dataset_planning`), the metrics actor, the trainer
   train_controller   TrainController.__init__ -> the first RayTrainWorker.__init__ (controller process,
@@ -105,7 +105,7 @@ def main(overrides: list[str]) -> None:
     from omegaconf import OmegaConf
 
     from mmdist.benchmarks.common import compose
-    from mmdist.runtime import init_ray
+    from mmdist.ray_setup import init_ray
     from mmdist.train import fit
 
     imported = time.time()

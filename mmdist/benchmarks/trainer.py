@@ -39,7 +39,7 @@ def run(cfg: dict) -> dict:
     from ray.train.torch import TorchTrainer
 
     from mmdist.data.synthetic import generate_world
-    from mmdist.runtime import init_ray
+    from mmdist.ray_setup import init_ray
     from mmdist.train import fit
     from mmdist.train.metrics import MetricsLog
 

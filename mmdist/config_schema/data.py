@@ -143,7 +143,7 @@ class WorldAudio:
 
 
 @dataclass
-class RayTasks:  # how jobs with `workers > 0` run their Ray tasks (mmdist/data/tasks.py)
+class RayTasks:  # how jobs with `workers > 0` run their Ray tasks (mmdist/data/parallel.py)
     num_cpus: float = MISSING
     max_retries: int = MISSING
 

@@ -113,6 +113,28 @@ class CheckData:  # configs/check_data.yaml
 
 
 @dataclass
+class DeflateSettings:  # configs/deflate.yaml, deflate: (mmdist/eval/deflation.py)
+    max_clips: int = MISSING
+    test_fraction: float = MISSING
+    steps: int = MISSING
+    lr: float = MISSING
+    batch_size: int = MISSING
+    label: str = MISSING
+    probe_c: float = MISSING
+    probe_max_iter: int = MISSING
+
+
+@dataclass
+class Deflate:  # configs/deflate.yaml
+    checkpoint: str = MISSING
+    run_dir: str = MISSING
+    seed: int = MISSING
+    deflate: DeflateSettings = MISSING
+    data: Data = MISSING
+    storage: Storage = MISSING
+
+
+@dataclass
 class Ingest:  # configs/ingest.yaml
     manifest: str = MISSING
     out: str = MISSING
@@ -173,6 +195,7 @@ JOBS = {
     "embed": Embed,
     "export": Export,
     "check_data": CheckData,
+    "deflate": Deflate,
     "ingest": Ingest,
     "make_dataset": MakeDataset,
     "reproduce": Reproduce,

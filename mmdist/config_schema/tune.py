@@ -33,7 +33,6 @@ class SweepMlflow:
 @dataclass
 class FinalEval:
     enabled: bool = MISSING
-    job: str = MISSING
     data_path: Optional[str] = MISSING
     overrides: List[str] = MISSING
 

@@ -28,12 +28,11 @@ from av.video.reformatter import Interpolation
 
 from mmdist.config import ConfigError, check_section
 from mmdist.config_schema.data import DataAudio, DataLimits, DataText, DataVideo
+from mmdist.data.media import frames_at
 from mmdist.data.resample import resample
 from mmdist.data.shapes import audio_frame_count
 from mmdist.data.text import check_text_config
 
-# Two frame times closer than this are the same instant (timestamps are rationals cast to float).
-_TIME_EPSILON_S = 1e-6
 
 
 class DecodeError(ValueError):
@@ -173,24 +172,13 @@ def _frame_time(frame, index: int, stream) -> float:
 
 
 def _frames_at(timed_frames, times: list[float]) -> list:
-    """For each target time, the last frame whose time is <= it (the frame on screen then).
-
-    Streams: holds one frame back; targets after the last frame get the last frame (padding).
-    Stops pulling frames (so stops decoding) at the first frame after the last target: no later
-    frame can be on screen at a target time, and the rest of a 10 s source cost 4x the frames a
-    2 s window needs (jobs/benchmark.py suite=data). The decode limits then apply to what was decoded.
-    """
-    chosen, previous, target = [], None, 0
-    for time, frame in timed_frames:
-        while target < len(times) and previous is not None and time > times[target] + _TIME_EPSILON_S:
-            chosen.append(previous)
-            target += 1
-        if target == len(times):
-            break
-        previous = frame
-    if previous is None:
+    """For each target time, the frame on screen then (`mmdist.data.media.frames_at`); targets after the
+    last frame get the last frame (padding). Decoding stops at the first frame after the last target: the
+    rest of a 10 s source cost 4x the frames a 2 s window needs (jobs/benchmark.py suite=data). The decode
+    limits then apply to what was decoded."""
+    chosen = list(frames_at(timed_frames, times))
+    if not chosen:
         raise DecodeError("video_empty", "the video stream has no frame")
-    chosen.extend([previous] * (len(times) - len(chosen)))
     return chosen
 
 

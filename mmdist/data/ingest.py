@@ -32,7 +32,7 @@ import soundfile as sf
 from mmdist.data.media import ClipError, EmptyClipError, cut_clip
 from mmdist.data.schema import CLIP_SCHEMA, LABELS_TYPE
 from mmdist.data.storage import default_endpoint, join_url, parent_url, prepare_output, read_bytes, write_bytes, write_shard
-from mmdist.data.tasks import map_tasks
+from mmdist.data.parallel import map_tasks
 
 MANIFEST_KEYS = ("video", "audio", "text", "start_s", "end_s", "clip_id", "source_id", "labels")
 # A leading "_" keeps readers of the folder (pyarrow datasets, Ray Data) from taking it for a shard.

@@ -11,7 +11,7 @@ from __future__ import annotations
 import io
 import itertools
 from fractions import Fraction
-from typing import Iterable, Iterator
+from typing import Iterable, Iterator, TypeVar
 
 import av
 import numpy as np
@@ -21,6 +21,7 @@ from mmdist.data.storage import resolve_filesystem
 
 # Timestamps are exact rationals turned into floats; this absorbs the rounding.
 TIME_EPS = 1e-6
+Frame = TypeVar("Frame")
 
 # x264 options that make its output a function of its input. Measured here (x264 core 165, 64x64
 # frames): even single-threaded, x264's lookahead decisions (adaptive B-frames, scene cuts,
@@ -114,23 +115,29 @@ def output_size(height: int, width: int, short_side: int | None) -> tuple[int, i
     return max(2, int(round(height * scale / 2)) * 2), max(2, int(round(width * scale / 2)) * 2)
 
 
-def resample_frames(
-    timed: Iterable[tuple[float, np.ndarray]], start_s: float, fps: float, frame_s: float
-) -> Iterator[np.ndarray]:
-    """Frames at times start_s + k / fps: for each, the latest source frame shown at that time.
+def frames_at(timed: Iterable[tuple[float, Frame]], times: Iterable[float], hold_s: float | None = None) -> Iterator[Frame]:
+    """For each target time of `times` (ascending, possibly endless), the source frame on screen then: the
+    latest of `timed` ((time, frame), ascending) whose time is <= the target, the first frame for targets
+    before it. Used by ingest (resampling a cut to a frame rate) and by decoding (a clip's T frames).
 
-    `frame_s` is how long the last source frame stays on screen; targets past it are dropped
-    (no frames are invented beyond the end of the source).
+    Holds one frame back, and stops pulling source frames at the first one after the last target: no
+    later frame can be on screen at a target time (decoding stops there too). After the last source
+    frame, targets before its time + `hold_s` (how long it stays on screen) get it; `hold_s` None:
+    every remaining target (padding a finite `times`). No source frame: nothing.
     """
-    emitted, previous, last_time = 0, None, None
-    for time, image in timed:
-        while time > start_s + emitted / fps + TIME_EPS:
-            yield image if previous is None else previous
-            emitted += 1
-        previous, last_time = image, time
-    while previous is not None and start_s + emitted / fps < last_time + frame_s - TIME_EPS:
+    times = iter(times)
+    target = next(times, None)
+    previous, last_time = None, None
+    for time, frame in timed:
+        while target is not None and previous is not None and time > target + TIME_EPS:
+            yield previous
+            target = next(times, None)
+        if target is None:
+            return
+        previous, last_time = frame, time
+    while previous is not None and target is not None and (hold_s is None or target < last_time + hold_s - TIME_EPS):
         yield previous
-        emitted += 1
+        target = next(times, None)
 
 
 def cut_video(
@@ -153,7 +160,9 @@ def cut_video(
         if fps is None:
             images = (image for _, image in timed)
         else:
-            images = resample_frames(timed, start_s, fps, frame_s=1.0 / (source_fps or fps))
+            # no frame is invented beyond the end of the source: the last one is held for one source frame
+            targets = (start_s + k / fps for k in itertools.count())
+            images = frames_at(timed, targets, hold_s=1.0 / (source_fps or fps))
         first = next(images, None)
         if first is None:
             raise EmptyClipError(f"{url}: no video frames in [{start_s}, {end_s}) s")

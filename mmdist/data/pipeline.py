@@ -86,6 +86,11 @@ class DropLedger:
 DecodeStats = ray.remote(num_cpus=0)(DropLedger)
 
 
+def new_stats_name(prefix: str = "mmdist-decode-stats") -> str:
+    """A fresh name for a dataset's DecodeStats actor (`build_dataset(stats_name=...)`)."""
+    return f"{prefix}-{uuid.uuid4().hex[:12]}"
+
+
 def decode_stats(name: str) -> dict[str, int]:
     """`{reason: count}` of the records dropped so far by the pipeline whose stats actor is `name`."""
     return ray.get(ray.get_actor(name).counts.remote())
@@ -100,29 +105,23 @@ def decode_drops(name: str) -> dict[tuple[str, str], tuple[str, str]]:
 
 
 class ClipDecoder:
-    """Decoding of a pyarrow batch of clip rows into a dict of fixed-shape arrays.
+    """Decoding of a pyarrow batch of clip rows into a dict of fixed-shape arrays (`decode_table`).
 
-    A `map_batches` callable class as is (an actor pool); the pipeline runs it in tasks
-    through `decode_task`, which keeps one per worker process.
+    The pipeline runs it in tasks through `decode_task`, which keeps one per worker process and
+    reports the drops; inference and the benchmarks call it directly, without Ray.
 
     A null modality gives zeros and `has_<modality>` False; a non-null modality that fails to
-    decode drops the whole record (counted under its DecodeError reason, reported to the
-    `stats` actor when given). Training draws random crops from a generator seeded by
-    `seed` and this process, so crops change from epoch to epoch; evaluation is deterministic.
+    decode drops the whole record (returned with its DecodeError reason). Training draws random
+    crops from a generator seeded by `seed` and this process, so crops change from epoch to epoch;
+    evaluation is deterministic.
     """
 
-    def __init__(self, data_cfg: dict, train: bool, seed: int, keep_metadata: bool = False, stats=None):
+    def __init__(self, data_cfg: dict, train: bool, seed: int, keep_metadata: bool = False):
         check_decode_config(data_cfg)
         self.cfg = data_cfg
         self.keep_metadata = keep_metadata
         self.rng = np.random.default_rng([seed, os.getpid(), id(self) % 2**32]) if train else None
         self.shapes = batch_shapes(data_cfg)
-        self.stats = stats  # a DecodeStats actor handle, or None (no counting outside the pipeline)
-
-    def __call__(self, table: pa.Table) -> dict[str, np.ndarray]:
-        batch, drops = self.decode_table(table)
-        report_drops(self.stats, drops)
-        return batch
 
     def decode_table(self, table: pa.Table) -> tuple[dict[str, np.ndarray], dict]:
         """The batch of the records that decode, and the others: {(shard, clip_id): (reason, message)}."""
@@ -165,12 +164,6 @@ class ClipDecoder:
                     out[i] = record[name]
             batch[name] = out
         return batch
-
-
-def report_drops(stats, drops: dict) -> None:
-    """Record drops in the DecodeStats actor and wait for it: once a batch has left, its drops are counted."""
-    if drops and stats is not None:
-        ray.get(stats.record.remote(drops))
 
 
 _decode_imports_attempted = False
@@ -224,7 +217,8 @@ def decode_task(
     decoder = _process_decoder(cfg_json, train, seed, keep_metadata)
     for start in range(0, table.num_rows, batch_size):
         batch, drops = decoder.decode_table(table.slice(start, batch_size))
-        report_drops(stats, drops)
+        if drops:  # recorded, and acknowledged, before the batch leaves: once it has left, its drops are counted
+            ray.get(stats.record.remote(drops))
         if len(batch["has_video"]):
             yield batch
 
@@ -267,22 +261,20 @@ def build_dataset(
     storage_cfg: dict,
     train: bool,
     seed: int,
+    stats_name: str,
     keep_metadata: bool = False,
-    stats_name: str | None = None,
 ) -> ray.data.Dataset:
     """The lazy, streaming dataset of decoded clips under `data.path` (batches: `batch_shapes`).
 
     `stats_name` names the DecodeStats actor counting dropped records (read it with
     `decode_stats(name)`, from any process of the Ray job: a Train worker, the driver). Pass
-    a name unique to the run and split when runs share a cluster (Tune trials); None makes a
-    fresh one. Either way the name is on the returned dataset as `decode_stats_name`. An
-    existing actor of that name is reused, so counts add up over rebuilds of the same run.
+    a name unique to the run and split when runs share a cluster (Tune trials): `new_stats_name()`.
+    An existing actor of that name is reused, so counts add up over rebuilds of the same run.
     """
     check_data_config(data_cfg)
     endpoint_url, retries = storage_cfg["endpoint_url"], storage_cfg["retries"]
     filesystem = dataset_filesystem(data_cfg["path"], storage_cfg)
     shards = require_shards(data_cfg["path"], "data.path", endpoint_url, retries=retries, backoff_s=storage_cfg["backoff_s"])
-    stats_name = stats_name or f"mmdist-decode-stats-{uuid.uuid4().hex[:12]}"
     # The plan holds this handle (a decode_task argument): the actor lives as long as the dataset.
     stats = DecodeStats.options(name=stats_name, get_if_exists=True).remote()
 
@@ -301,7 +293,6 @@ def build_dataset(
     # block (a whole shard: 256 clips before the first batch). Ray Data closes a block once it holds
     # more than this many bytes and slices one only above 1.5x it: a full batch is 1.1x.
     dataset.context.target_max_block_size = int(0.9 * data_cfg["decode"]["batch_size"] * clip_bytes(data_cfg))
-    dataset.decode_stats_name = stats_name
     return dataset
 
 
@@ -389,7 +380,7 @@ def check_dataset(data_cfg: dict, storage_cfg: dict, seed: int, examples_per_rea
     line of jobs/check_data.py, a stable contract) and human-readable lines: how often each
     modality is present, and up to `examples_per_reason` dropped records per reason.
     """
-    stats_name = f"mmdist-check-data-{uuid.uuid4().hex[:12]}"
+    stats_name = new_stats_name("mmdist-check-data")
     dataset = build_dataset(data_cfg, storage_cfg, train=False, seed=seed, stats_name=stats_name)
     decoded, present = 0, collections.Counter()
     for batch in dataset.iter_batches(batch_size=data_cfg["batch_size"], batch_format="numpy"):

@@ -145,6 +145,21 @@ def parent_url(url: str) -> str:
     return url.rstrip("/").rsplit("/", 1)[0]
 
 
+def is_remote(url: str) -> bool:
+    """True for an object-store URL (`s3://`, `gs://`, ...); False for a local path or `file://`."""
+    return "://" in url and not url.startswith("file://")
+
+
+def ray_storage(url: str, endpoint_url: str | None, retries: int | None = None) -> tuple[str, pafs.FileSystem | None]:
+    """(storage_path, storage_filesystem) for Ray Train's and Tune's `RunConfig`: a local folder (path or
+    `file://`) as an absolute path and no filesystem (Ray's own), an object-store URL through
+    `resolve_filesystem`."""
+    if is_remote(url):
+        filesystem, path = resolve_filesystem(url, endpoint_url, retries=retries)
+        return path, filesystem
+    return os.path.abspath(os.path.expanduser(url.removeprefix("file://"))), None
+
+
 def is_transient(err: BaseException) -> bool:
     """True for the S3 failures that another attempt can fix (never for not-found / denied)."""
     if isinstance(err, (FileNotFoundError, PermissionError, IsADirectoryError)):

@@ -31,8 +31,8 @@ from mmdist.data.media import encode_audio_flac, encode_video_mp4
 from mmdist.data.schema import CLIP_SCHEMA
 from mmdist.data.storage import default_endpoint, join_url, prepare_output, write_shard
 from mmdist.data.synthetic_render import NOUNS, VERBS, Noun, Verb, draw_clip, draw_scene, render_audio, render_frames
-from mmdist.data.tasks import map_tasks
-from mmdist.runtime import progress_bar
+from mmdist.data.parallel import map_tasks
+from mmdist.ray_setup import progress_bar
 
 __all__ = [
     "VERBS", "NOUNS", "TEMPLATES", "REGIONS", "Verb", "Noun", "ClipPlan",

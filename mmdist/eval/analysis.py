@@ -16,7 +16,7 @@ from itertools import permutations
 import numpy as np
 
 from mmdist.contracts import MODALITIES
-from mmdist.eval import codebook as cb
+from mmdist.eval import codebook
 from mmdist.eval.clustering import clustering_metrics, kmeans_labels
 from mmdist.eval.discovery import cosine_scores, discovery_curves, discovery_metrics
 from mmdist.eval.embed import embedding_columns
@@ -165,39 +165,39 @@ def codebook_section(rows: dict, cfg: dict, model_info: dict, artifacts: dict) -
     modalities = [m for m in modalities_of(rows) if f"codes_{m}" in rows]
     if not modalities:
         return {}
-    book = cfg["codebook"]
+    codebook_cfg = cfg["codebook"]
     num_codes = model_info["num_codes"]
-    usage = {m: cb.code_usage(rows[f"codes_{m}"], num_codes) for m in modalities}
-    section = cb.usage_summary(usage, book["joint_threshold"])
-    section["joint_threshold"] = book["joint_threshold"]
+    usage = {m: codebook.code_usage(rows[f"codes_{m}"], num_codes) for m in modalities}
+    section = codebook.usage_summary(usage, codebook_cfg["joint_threshold"])
+    section["joint_threshold"] = codebook_cfg["joint_threshold"]
     stacked = np.stack([usage[m] for m in modalities])  # [M, V]
     active = np.flatnonzero(stacked.sum(axis=0) > 0)
     artifacts["codebook_map"] = {
         "codes": active,
-        "points": cb.codebook_map(model_info["codebook"], active, cfg["report"]["map_method"], cfg["seed"]),
-        "dominant": cb.dominant_modality(stacked, book["joint_threshold"])[active],
+        "points": codebook.codebook_map(model_info["codebook"], active, cfg["report"]["map_method"], cfg["seed"]),
+        "dominant": codebook.dominant_modality(stacked, codebook_cfg["joint_threshold"])[active],
         "modalities": modalities,
-        "threshold": book["joint_threshold"],
+        "threshold": codebook_cfg["joint_threshold"],
     }
 
-    labels, names = label_ids(rows, book["label"])
+    labels, names = label_ids(rows, codebook_cfg["label"])
     if not names:  # unlabelled clips
         return section
-    if book["table_modality"] not in modalities:
-        raise ValueError(f"eval.codebook.table_modality = {book['table_modality']!r}: the model has codes for {modalities} only")
-    counts = {m: cb.code_label_counts(rows[f"codes_{m}"], labels, len(names), num_codes) for m in modalities}
+    if codebook_cfg["table_modality"] not in modalities:
+        raise ValueError(f"eval.codebook.table_modality = {codebook_cfg['table_modality']!r}: the model has codes for {modalities} only")
+    counts = {m: codebook.code_label_counts(rows[f"codes_{m}"], labels, len(names), num_codes) for m in modalities}
     for m in modalities:
-        section[f"label_purity_{m}"] = cb.label_purity(counts[m])
-    section["table_modality"] = book["table_modality"]
-    section["table"] = cb.codeword_table(counts, names, book["table_modality"], book["table_rows"], book["min_occurrence"])
+        section[f"label_purity_{m}"] = codebook.label_purity(counts[m])
+    section["table_modality"] = codebook_cfg["table_modality"]
+    section["table"] = codebook.codeword_table(counts, names, codebook_cfg["table_modality"], codebook_cfg["table_rows"], codebook_cfg["min_occurrence"])
     maps = {
-        row["code"]: {m: cb.codeword_localisation(rows[f"codes_{m}"], model_info["grids"][m], row["code"]) for m in modalities}
-        for row in section["table"][: book["localise_codes"]]
+        row["code"]: {m: codebook.codeword_localisation(rows[f"codes_{m}"], model_info["grids"][m], row["code"]) for m in modalities}
+        for row in section["table"][: codebook_cfg["localise_codes"]]
     }
     section["localisation"] = [{"code": code, **localisation_centres(by_modality)} for code, by_modality in maps.items()]
     artifacts.update(
         label_names=names,
-        heatmap=cb.heatmap_selection(counts, book["table_modality"], book["heatmap_labels"], book["heatmap_codes"]),
+        heatmap=codebook.heatmap_selection(counts, codebook_cfg["table_modality"], codebook_cfg["heatmap_labels"], codebook_cfg["heatmap_codes"]),
         localisation_maps=maps,
     )
     return section

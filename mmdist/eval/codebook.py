@@ -19,6 +19,8 @@ import math
 
 import numpy as np
 
+from mmdist.vq import perplexity
+
 UNUSED, JOINT = -2, -1  # dominant-modality markers for unused and jointly used codewords
 
 
@@ -47,15 +49,6 @@ def code_usage(codes: np.ndarray, num_codes: int) -> np.ndarray:
     """How often each codeword fires over the valid positions of `codes [N, L]` -> `[V]`."""
     codes = np.asarray(codes)
     return np.bincount(codes[codes >= 0].ravel(), minlength=num_codes)
-
-
-def perplexity(usage: np.ndarray) -> float:
-    """exp(entropy) of the usage distribution: V for uniform use, 1 when one codeword takes all."""
-    total = usage.sum()
-    if total == 0:
-        return 0.0
-    p = usage[usage > 0] / total
-    return float(np.exp(-(p * np.log(p)).sum()))
 
 
 def dominant_modality(usage: np.ndarray, threshold: float) -> np.ndarray:

@@ -15,7 +15,7 @@ import pyarrow.parquet as pq
 import ray
 import torch
 
-from mmdist.data.pipeline import METADATA_COLUMNS, LABEL_COLUMNS, build_dataset, decode_stats
+from mmdist.data.pipeline import METADATA_COLUMNS, LABEL_COLUMNS, build_dataset, decode_stats, new_stats_name
 from mmdist.data.storage import list_shards, resolve_filesystem
 from mmdist.eval.embed import embed_batch, rows_to_table
 from mmdist.models import build_model
@@ -64,7 +64,8 @@ def extract_embeddings(
     extract = eval_cfg["extract"]
     if extract["actors"] < 1:
         raise ValueError(f"eval.extract.actors must be >= 1, got {extract['actors']}")
-    clips = build_dataset(data_cfg, storage_cfg, train=False, seed=seed, keep_metadata=True)
+    stats_name = new_stats_name()
+    clips = build_dataset(data_cfg, storage_cfg, train=False, seed=seed, stats_name=stats_name, keep_metadata=True)
     dataset = clips.map_batches(
         EmbeddingExtractor,
         fn_constructor_kwargs={
@@ -83,7 +84,7 @@ def extract_embeddings(
     dataset.write_parquet(path, filesystem=filesystem)
     files = list_shards(out_dir, storage_cfg["endpoint_url"], retries=storage_cfg["retries"], backoff_s=storage_cfg["backoff_s"])
     written = sum(pq.ParquetFile(filesystem.open_input_file(file)).metadata.num_rows for file in files)
-    return {"clips": written, "dropped": decode_stats(clips.decode_stats_name)}
+    return {"clips": written, "dropped": decode_stats(stats_name)}
 
 
 def prepare_output(out_dir: str, storage_cfg: dict) -> tuple[pafs.FileSystem, str]:

@@ -9,6 +9,7 @@
 The model is rebuilt from the run config stored in the checkpoint (`mmdist_config.json`) or in an
 export (`model.json`, mmdist/models/export.py), so either is evaluated without its training run directory.
 `embed_clips(...)` is the extraction alone: per-clip embeddings of any clips (jobs/embed.py).
+`run_evaluation(config)` is what jobs/evaluate.py and a sweep's final evaluation run once Ray is connected.
 """
 
 from __future__ import annotations
@@ -28,8 +29,9 @@ from mmdist.eval.report import write_report
 from mmdist.models import build_model
 from mmdist.models.checkpoint import load_trained, resolve_trained
 from mmdist.models.export import DECODE_SECTIONS
-from mmdist.runtime import progress_bar
+from mmdist.ray_setup import progress_bar
 from mmdist.startup import checkpoint_config, require_dataset
+from mmdist.tracking import evaluation_tracking_uri, log_evaluation
 
 REDACTED = "***"
 
@@ -126,14 +128,14 @@ def evaluate(
     """Extract embeddings of every clip under `data.path` with an actor pool, write them as Parquet
     in `run_dir/embeddings`, compute every metric from those files, write metrics.json and the report.
 
-    Runs on the connected Ray (the job connects with `mmdist.runtime.init_ray`). Returns metrics.json's dict.
+    Runs on the connected Ray (the job connects with `mmdist.ray_setup.init_ray`). Returns metrics.json's dict.
     """
     check_eval_config(eval_cfg)
     checkpoint_uri, training_run_dir = resolve_checkpoint(checkpoint_uri, training_run_dir)
     state, run_config, _ = load_trained(checkpoint_uri, storage_cfg["endpoint_url"])
     model_cfg = run_config["model"]
     data_cfg = eval_data_config(data_cfg, run_config["data"], eval_cfg["decode_from_checkpoint"])
-    info = model_info(model_cfg, data_cfg, state)
+    model_facts = model_info(model_cfg, data_cfg, state)
 
     os.makedirs(run_dir, exist_ok=True)
     embeddings_dir = os.path.join(run_dir, "embeddings")
@@ -142,8 +144,8 @@ def evaluate(
     bar.update()
     bar.set_description("evaluation: metrics")
     rows = read_embeddings(embeddings_dir)
-    info["grids"] = code_grids(rows, info["grids"])
-    metrics, artifacts = compute_metrics(rows, eval_cfg, info)
+    model_facts["grids"] = code_grids(rows, model_facts["grids"])
+    metrics, artifacts = compute_metrics(rows, eval_cfg, model_facts)
     bar.update()
     bar.set_description("evaluation: report")
     metrics = {
@@ -180,11 +182,36 @@ def embed_clips(checkpoint: str, data_cfg: dict, storage_cfg: dict, eval_cfg: di
 
 def check_eval_inputs(config: dict) -> None:
     """What jobs/evaluate.py reads, checked before Ray starts: every section of its config (the config
-    schema), the eval and data values, the checkpoint's saved config (the model is rebuilt from it) and
-    data.path's shards."""
+    schema), the eval and data values, the checkpoint's saved config (the model is rebuilt from it),
+    data.path's shards and the MLflow run to log into."""
     check_config(config, "evaluate")
     check_eval_config(config["eval"])
-    uri, _ = resolve_checkpoint(config["checkpoint"], config["training_run_dir"])
+    uri, training_run_dir = resolve_checkpoint(config["checkpoint"], config["training_run_dir"])
     checkpoint_config(uri, "checkpoint", config["storage"]["endpoint_url"])
     check_data_config(config["data"])
     require_dataset(config["data"]["path"], "data.path", config["storage"])
+    evaluation_tracking_uri(config["logging"]["mlflow"], training_run_dir)
+
+
+def run_evaluation(config: dict) -> dict:
+    """The evaluate job's work on a connected Ray, from its resolved `config` (configs/evaluate.yaml):
+    `evaluate`, the headline figures printed and, with `logging.mlflow.run_id`, the figures and report
+    logged into that MLflow run. jobs/evaluate.py and a sweep's final evaluation (mmdist.tune.sweep) run
+    it. Returns metrics.json's dict."""
+    import ray.data
+
+    mlflow_cfg = config["logging"]["mlflow"]
+    mlflow_uri = evaluation_tracking_uri(mlflow_cfg, resolve_checkpoint(config["checkpoint"], config["training_run_dir"])[1])
+    ray.data.DataContext.get_current().enable_progress_bars = config["data_progress_bars"]
+    metrics = evaluate(
+        config["checkpoint"], config["data"], config["storage"], config["eval"], config["run_dir"], config["training_run_dir"]
+    )
+    for name, values in metrics["retrieval"].items():
+        print(f"[evaluate] {name}: R@1 {values['R@1']:.1f} R@5 {values['R@5']:.1f} R@10 {values['R@10']:.1f} MdR {values['MdR']:.1f}")
+    for name, values in metrics["discovery"].items():
+        print(f"[evaluate] discovery {name}: ROC-AUC {values['roc_auc']:.3f} PR-AUC {values['pr_auc']:.3f}")
+    print(f"[evaluate] {metrics['num_clips']} clips; metrics, report and embeddings in {config['run_dir']}")
+    if mlflow_cfg["run_id"]:
+        log_evaluation(mlflow_cfg["run_id"], mlflow_uri, metrics, config["run_dir"])
+        print(f"[evaluate] figures and report logged to MLflow run {mlflow_cfg['run_id']} ({mlflow_uri})")
+    return metrics

@@ -68,9 +68,8 @@ def build_blocks(metrics: dict, artifacts: dict, history: list[dict], plot_dir: 
         blocks.append(("h2", "Clustering (k-means; MCN Appendix B.2)"))
         blocks.append(_section_table(metrics["clustering"], ("nmi", "ari", "accuracy", "mean_entropy", "mean_max_purity", "num_clusters"), "embedding"))
 
-    book = metrics["codebook"]
-    if book:
-        blocks += codebook_blocks(book, artifacts, plot_dir)
+    if metrics["codebook"]:
+        blocks += codebook_blocks(metrics["codebook"], artifacts, plot_dir)
 
     blocks.append(("h2", "Training curves"))
     path = plots.training_curves_figure(history, os.path.join(plot_dir, "training_curves.png"))
@@ -78,16 +77,16 @@ def build_blocks(metrics: dict, artifacts: dict, history: list[dict], plot_dir: 
     return blocks
 
 
-def codebook_blocks(book: dict, artifacts: dict, plot_dir: str) -> list[tuple]:
-    modalities = [key.removeprefix("active_codes_") for key in book if key.startswith("active_codes_")]
+def codebook_blocks(codebook: dict, artifacts: dict, plot_dir: str) -> list[tuple]:
+    modalities = [key.removeprefix("active_codes_") for key in codebook if key.startswith("active_codes_")]
     blocks: list[tuple] = [("h2", "Codebook (CMCM Sec. 4.3)")]
     blocks.append(_table(
         ["modality", "active codes", "perplexity", "label purity (%)", "dominated codewords"],
-        [[m, book[f"active_codes_{m}"], book[f"perplexity_{m}"], book.get(f"label_purity_{m}"), book[f"dominated_by_{m}"]] for m in modalities],
+        [[m, codebook[f"active_codes_{m}"], codebook[f"perplexity_{m}"], codebook.get(f"label_purity_{m}"), codebook[f"dominated_by_{m}"]] for m in modalities],
     ))
-    blocks.append(("p", f"{book['active_codes']} active codewords, perplexity {book['perplexity']:.1f}; "
-                        f"{book['jointly_used']} jointly used (no modality above {100 * book['joint_threshold']:.0f} % of the uses): "
-                        f"share {book['jointly_used_share']:.3f}."))
+    blocks.append(("p", f"{codebook['active_codes']} active codewords, perplexity {codebook['perplexity']:.1f}; "
+                        f"{codebook['jointly_used']} jointly used (no modality above {100 * codebook['joint_threshold']:.0f} % of the uses): "
+                        f"share {codebook['jointly_used_share']:.3f}."))
     if "heatmap" in artifacts:
         path = plots.heatmaps_figure(artifacts["heatmap"], artifacts["label_names"], os.path.join(plot_dir, "label_given_codeword.png"))
         if path:
@@ -95,15 +94,15 @@ def codebook_blocks(book: dict, artifacts: dict, plot_dir: str) -> list[tuple]:
     path = plots.codebook_map_figure(artifacts["codebook_map"], os.path.join(plot_dir, "codebook_map.png"))
     if path:
         blocks.append(("img", path, "Codebook in 2-D, coloured by dominant modality (CMCM Fig. 6)"))
-    if book.get("table"):
-        blocks.append(("h3", f"Codewords ranked by the precision of their top label on {book['table_modality']} inputs (CMCM Table 2)"))
-        extra = [key for key in book["table"][0] if key.endswith(("_occurrence", "_precision")) and key != "second_precision"]
+    if codebook.get("table"):
+        blocks.append(("h3", f"Codewords ranked by the precision of their top label on {codebook['table_modality']} inputs (CMCM Table 2)"))
+        extra = [key for key in codebook["table"][0] if key.endswith(("_occurrence", "_precision")) and key != "second_precision"]
         columns = ["rank", "code", "occurrence", "top_label", "precision", "second_label", "second_precision", *extra]
-        blocks.append(_table(columns, [[row.get(c) for c in columns] for row in book["table"]]))
-    if book.get("localisation"):
+        blocks.append(_table(columns, [[row.get(c) for c in columns] for row in codebook["table"]]))
+    if codebook.get("localisation"):
         blocks.append(("h3", "Codeword localisation (mean position of its occurrences, 0 = start / top / left, 1 = end / bottom / right)"))
         rows = []
-        for entry in book["localisation"]:
+        for entry in codebook["localisation"]:
             for m in MODALITIES:
                 if m in entry:
                     where = ", ".join(f"{axis} {value:.2f}" for axis, value in entry[m].items() if axis != "per_clip")

@@ -96,18 +96,6 @@ def chunked_ranks(
     return torch.cat(ranks).cpu().numpy()
 
 
-def chunked_topk(queries: torch.Tensor, candidates: torch.Tensor, k: int, chunk_size: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """The k most similar candidates of every query: values and indices `[Nq, k]`, chunk by chunk."""
-    k = min(k, candidates.shape[0])
-    values, indices = [], []
-    for _, sim in similarity_chunks(queries, candidates, chunk_size):
-        top = sim.topk(k, dim=1)
-        values.append(top.values)
-        indices.append(top.indices)
-        del sim  # one chunk of similarities alive at a time
-    return torch.cat(values), torch.cat(indices)
-
-
 def sampled_retrieval(
     queries: np.ndarray,
     candidates: np.ndarray,

@@ -170,9 +170,11 @@ def resolve_trained(path: str) -> str:
     """Where a trained model is read from. An export or checkpoint folder (local or s3://) is itself;
     a training run_dir gives its export (`run_dir/export`) when present, else the checkpoint that its
     `checkpoint.txt` names."""
+    from mmdist.data.storage import is_remote
+
     local = path.removeprefix("file://")
     marker = os.path.join(local, "checkpoint.txt")
-    if "://" in path.removeprefix("file://") or not os.path.isfile(marker):
+    if is_remote(path) or not os.path.isfile(marker):
         return path
     if is_export(os.path.join(local, RUN_DIR_EXPORT)):
         return os.path.join(local, RUN_DIR_EXPORT)
@@ -200,11 +202,11 @@ def load_trained(path: str, endpoint_url: str | None = None) -> tuple[dict[str, 
 
 def local_checkpoint_dir(uri: str, endpoint_url: str | None = None) -> str:
     """A local folder holding the checkpoint at `uri`: the folder itself, or a download of s3://..."""
-    if "://" not in uri or uri.startswith("file://"):
+    from mmdist.data.storage import is_remote, resolve_filesystem
+
+    if not is_remote(uri):
         return uri.removeprefix("file://")
     import pyarrow.fs
-
-    from mmdist.data.storage import resolve_filesystem
 
     filesystem, path = resolve_filesystem(uri, endpoint_url)
     target = tempfile.mkdtemp(prefix="mmdist-checkpoint-")

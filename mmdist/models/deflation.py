@@ -5,7 +5,8 @@ network computes what the video network computes on the static video made of tha
 except near the clip's temporal boundary where the video network's zero padding sees zeros.
 To absorb that boundary effect, the batch-norm gamma / beta of the deflated network are
 re-learnt with an L1 loss to the video network's outputs on static videos, every other
-parameter frozen (`fit_deflation`).
+parameter frozen (`fit_deflation`). `jobs/deflate.py` runs both on a trained model and evaluates
+them on still frames (mmdist.eval.deflation).
 """
 
 from __future__ import annotations

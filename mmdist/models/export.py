@@ -58,12 +58,12 @@ def export_model(checkpoint: str, out: str, endpoint_url: str | None = None) -> 
     state, run_config, uri = load_trained(checkpoint, endpoint_url)
     manifest = export_manifest(run_config, uri)
     load_state_dict_exactly(build_model(manifest["model"], manifest["data"]), state, uri)
-    if "://" not in out or out.startswith("file://"):
+    from mmdist.data.storage import is_remote, resolve_filesystem
+
+    if not is_remote(out):
         write_export(state, manifest, out.removeprefix("file://"))
         return manifest
     import pyarrow.fs
-
-    from mmdist.data.storage import resolve_filesystem
 
     filesystem, path = resolve_filesystem(out, endpoint_url)
     with tempfile.TemporaryDirectory(prefix="mmdist-export-") as staging:

@@ -37,11 +37,11 @@ class PretrainedWeightsError(ValueError):
 
 def read_weights(url: str, endpoint_url: str | None = None) -> dict[str, torch.Tensor]:
     """The state dict in the file at `url` (path, file://, s3://): safetensors or torch.load, weights only."""
+    from mmdist.data.storage import is_remote, read_bytes
+
     local = url.removeprefix("file://")
     folder = None
-    if "://" in local:  # object storage: fetched whole through the storage layer
-        from mmdist.data.storage import read_bytes
-
+    if is_remote(url):  # object storage: fetched whole through the storage layer
         folder = tempfile.mkdtemp(prefix="mmdist-weights-")
         local = os.path.join(folder, os.path.basename(url.rstrip("/")) or "weights")
         with open(local, "wb") as handle:

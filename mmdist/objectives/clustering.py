@@ -10,11 +10,10 @@ per-modality decoder reconstructs the modality's input features (eqs. 8-9).
 from __future__ import annotations
 
 from collections import deque
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
-
-from mmdist import dist
 
 
 def cosine_assign(x: torch.Tensor, centroids: torch.Tensor) -> torch.Tensor:
@@ -64,18 +63,21 @@ class OnlineKMeans:
     centroids) and returns the nearest-centroid targets of the batch. The first fit
     waits until the queue holds at least `num_clusters` rows; before it, `step` returns
     None and the recipe's cluster term is 0. Every rank feeds the same gathered
-    features, so the queues are identical by construction; after each fit the
-    centroids are also broadcast from rank 0 so no floating-point difference between
-    devices can make them drift apart.
+    features, so the queues are identical by construction; after each fit `agree`
+    makes the ranks' centroids one copy (the training loop passes `mmdist.dist.broadcast_`:
+    rank 0's), so no floating-point difference between devices can make them drift apart.
+    Without it (one process) the centroids are this process's own.
     """
 
-    def __init__(self, num_clusters: int, dim: int, queue_batches: int, refit_every: int, iters: int, seed: int):
+    def __init__(self, num_clusters: int, dim: int, queue_batches: int, refit_every: int, iters: int, seed: int,
+                 agree: Callable[[torch.Tensor], torch.Tensor] | None = None):
         for name, value in (("num_clusters", num_clusters), ("dim", dim), ("queue_batches", queue_batches),
                             ("refit_every", refit_every), ("iters", iters)):
             if value < 1:
                 raise ValueError(f"OnlineKMeans: {name} must be >= 1, got {value}")
         self.num_clusters, self.dim = num_clusters, dim
         self.refit_every, self.iters, self.seed = refit_every, iters, seed
+        self.agree = agree or (lambda centroids: centroids)
         self.queue: deque[torch.Tensor] = deque(maxlen=queue_batches)
         self.centroids: torch.Tensor | None = None  # [K, D]
         self.fits = 0
@@ -108,7 +110,7 @@ class OnlineKMeans:
             if torch.equal(new_labels, labels):
                 break
             labels = new_labels
-        self.centroids = dist.broadcast_(centroids.contiguous(), src=0)
+        self.centroids = self.agree(centroids.contiguous())
         self.fits += 1
 
     def assign(self, x: torch.Tensor) -> torch.Tensor:

@@ -57,12 +57,12 @@ def validate_recipe(recipe: Mapping) -> None:
         raise ConfigError("recipe.modalities: mmv pairs every modality with video, which is missing")
 
 
-def kmeans_from_recipe(recipe: Mapping, dim: int, seed: int) -> OnlineKMeans | None:
-    """The OnlineKMeans an mcn recipe needs (None for the other recipes)."""
+def kmeans_from_recipe(recipe: Mapping, dim: int, seed: int, agree=None) -> OnlineKMeans | None:
+    """The OnlineKMeans an mcn recipe needs (None for the other recipes); `agree`: OnlineKMeans's."""
     validate_recipe(recipe)
     if recipe["name"] != "mcn":
         return None
-    return OnlineKMeans(dim=dim, seed=seed, **{key: recipe["kmeans"][key] for key in KMEANS_KEYS})
+    return OnlineKMeans(dim=dim, seed=seed, agree=agree, **{key: recipe["kmeans"][key] for key in KMEANS_KEYS})
 
 
 def recipe_loss(

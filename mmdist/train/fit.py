@@ -9,9 +9,9 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
-import uuid
 
 import ray
 from omegaconf import DictConfig, OmegaConf
@@ -20,9 +20,9 @@ from ray.train import CheckpointConfig, DataConfig, FailureConfig, LoggingConfig
 from ray.train.torch import TorchTrainer
 
 from mmdist.config import redact
-from mmdist.data.pipeline import build_dataset
-from mmdist.data.storage import resolve_filesystem
-from mmdist.runtime import init_ray
+from mmdist.data.pipeline import build_dataset, new_stats_name
+from mmdist.data.storage import is_remote, ray_storage
+from mmdist.ray_setup import init_ray
 from mmdist.startup import check_train_inputs
 from mmdist.tracking import RunTracker, following
 from mmdist.train.engine import deepspeed_config, micro_batch_size
@@ -58,19 +58,25 @@ def fit(cfg: DictConfig, callbacks: list | None = None) -> dict:
 
 def _train(config: dict, run_dir: str, callbacks: list | None, tracker: RunTracker) -> dict:
     trainer_cfg = config["trainer"]
-    dataset = build_dataset(config["data"], config["storage"], train=True, seed=config["seed"])
-    log_name = f"mmdist-metrics-{uuid.uuid4().hex[:8]}"
-    metrics_log = MetricsLog.options(name=log_name).remote()
-    config = dict(config, metrics_log=log_name, decode_stats=dataset.decode_stats_name)  # workers report the dropped-record counts
-
-    datasets = {"train": dataset}
+    stats_name = new_stats_name()  # rank 0 reports the dropped-record counts of the training data
+    datasets = {"train": build_dataset(config["data"], config["storage"], train=True, seed=config["seed"], stats_name=stats_name)}
     validation = config["validation"]
     if validation["path"] and validation["every"]:
         val_data_cfg = dict(config["data"], path=validation["path"], limit=validation["limit"])
-        datasets["val"] = build_dataset(val_data_cfg, config["storage"], train=False, seed=config["seed"], keep_metadata=True)
+        datasets["val"] = build_dataset(val_data_cfg, config["storage"], train=False, seed=config["seed"],
+                                        stats_name=new_stats_name(), keep_metadata=True)
 
+    # Why an actor of ours and not Ray's record of the run: Ray Train V2 hands the driver nothing before
+    # `trainer.fit()` returns (TensorBoard and MLflow follow the run while it trains), and its
+    # `Result.metrics_dataframe` holds one row per *kept checkpoint* (ray/train/v2/api/result.py builds it
+    # from `best_checkpoints`), not every report: metrics.json's history would lose the reports between
+    # checkpoints and those of checkpoints past `trainer.keep_checkpoints` (measured with Ray 2.60: 6 reports,
+    # checkpoints at the 3rd and 6th, num_to_keep=1 -> one row, step 6).
+    metrics_log = MetricsLog.remote()
+    # the run's actors are arguments of the loop, not config: the config is saved inside every checkpoint
+    train_loop = functools.partial(train_loop_per_worker, metrics_log=metrics_log, decode_stats_name=stats_name)
     trainer = TorchTrainer(
-        train_loop_per_worker,
+        train_loop,
         train_loop_config=config,
         scaling_config=scaling_config(trainer_cfg),
         run_config=run_config(trainer_cfg, config["storage"], run_dir, callbacks),
@@ -115,12 +121,8 @@ def scaling_config(trainer_cfg: dict) -> ScalingConfig:
 def run_config(trainer_cfg: dict, storage_cfg: dict, run_dir: str, callbacks: list | None = None) -> RunConfig:
     """Checkpoints go to `trainer.storage_path` (local folder or s3://). Re-running with the same
     `trainer.run_name` and storage path resumes from the latest checkpoint (Ray Train V2 restoration)."""
-    storage_path = trainer_cfg["storage_path"] or os.path.join(run_dir, "checkpoints")
-    filesystem = None
-    if "://" in storage_path and not storage_path.startswith("file://"):
-        filesystem, storage_path = resolve_filesystem(storage_path, storage_cfg["endpoint_url"])
-    else:
-        storage_path = os.path.abspath(storage_path.removeprefix("file://"))
+    storage_path, filesystem = ray_storage(trainer_cfg["storage_path"] or os.path.join(run_dir, "checkpoints"),
+                                           storage_cfg["endpoint_url"])
     return RunConfig(
         name=trainer_cfg["run_name"],
         storage_path=storage_path,
@@ -140,7 +142,7 @@ def write_resolved_config(config: dict, path: str) -> None:
 def checkpoint_uri(path: str, storage_path: str | None) -> str:
     """Ray reports a checkpoint's path inside its filesystem (`bucket/prefix/...` for S3): put the
     scheme of `trainer.storage_path` back so that evaluation and warm starts can open it anywhere."""
-    if path and storage_path and "://" in storage_path and not storage_path.startswith("file://"):
+    if path and storage_path and is_remote(storage_path):
         scheme = storage_path.split("://", 1)[0]
         if not path.startswith(f"{scheme}://"):
             return f"{scheme}://{path}"

@@ -16,7 +16,6 @@ import numpy as np
 import ray
 import ray.train
 import torch
-import torch.distributed as torch_dist
 
 from mmdist import dist
 
@@ -42,7 +41,7 @@ from mmdist.train.engine import (
 )
 from mmdist.train.gather import gather_outputs
 from mmdist.train.sync_batchnorm import convert_to_global_batchnorm
-from mmdist.train.metrics import StepTimer, in_batch_recall_at_1, mean_across_ranks
+from mmdist.train.metrics import StepTimer, in_batch_recall_at_1
 
 
 def say(line: str) -> None:
@@ -54,7 +53,10 @@ def say(line: str) -> None:
     print(line, file=sys.__stdout__, flush=True)
 
 
-def train_loop_per_worker(config: dict) -> None:
+def train_loop_per_worker(config: dict, metrics_log=None, decode_stats_name: str | None = None) -> None:
+    """`config`: the run's resolved config (saved in its checkpoints). `metrics_log`: the run's MetricsLog
+    actor, which rank 0 sends every report to; `decode_stats_name`: the training data's DecodeStats actor,
+    whose dropped-record counts rank 0 reports (mmdist.train.fit passes both; None: not reported)."""
     trainer_cfg, recipe_cfg = config["trainer"], config["recipe"]
     context = ray.train.get_context()
     rank, world = context.get_world_rank(), context.get_world_size()
@@ -64,7 +66,8 @@ def train_loop_per_worker(config: dict) -> None:
     resized = saved is not None and saved["world_size"] != world and saved["zero_stage"] > 0
     weights, engine_state = read_for_another_world(checkpoint) if resized else (None, None)
     engine, micro_batch = setup_engine(config, world, log=rank == 0, weights=weights)
-    kmeans = kmeans_from_recipe(recipe_cfg, dim=config["model"]["embed_dim"], seed=config["seed"])
+    # after each k-means fit every rank takes rank 0's centroids
+    kmeans = kmeans_from_recipe(recipe_cfg, dim=config["model"]["embed_dim"], seed=config["seed"], agree=dist.broadcast_)
 
     step, history = 0, []
     if checkpoint is not None:
@@ -79,7 +82,7 @@ def train_loop_per_worker(config: dict) -> None:
                     f"this run has {world}: weights (consolidated fp32), learning-rate schedule and step restored; "
                     "the optimizer state (AdamW moments) restarts from zero, since DeepSpeed cannot re-partition "
                     "ZeRO optimizer state across world sizes")
-    metrics_log = ray.get_actor(config["metrics_log"]) if rank == 0 else None
+    metrics_log = metrics_log if rank == 0 else None
     if metrics_log is not None and history:
         metrics_log.extend.remote(history)
 
@@ -115,7 +118,7 @@ def train_loop_per_worker(config: dict) -> None:
         micro_steps = sums.pop("micro_steps")
         window = timer.lap()
         metrics = {name: total / micro_steps for name, total in sums.items()}
-        metrics = mean_across_ranks(metrics)
+        metrics = dist.mean_across_ranks(metrics)
         metrics.update(
             step=step,
             lr=engine.get_lr()[0],
@@ -127,11 +130,13 @@ def train_loop_per_worker(config: dict) -> None:
         if validation_every and (step % validation_every == 0 or step == max_steps):
             validation = _validate(engine, ray.train.get_dataset_shard("val"), config["validation"]["batch_size"])
             metrics.update(validation if rank == 0 else {})
-        metrics.update(_dropped_records(config["decode_stats"]) if rank == 0 else {})
+        if rank == 0 and decode_stats_name is not None:
+            metrics.update(_dropped_records(decode_stats_name))
         history.append(metrics)
         if rank == 0:
             say(_progress_line(metrics, max_steps))
-            metrics_log.append.remote(metrics)
+            if metrics_log is not None:
+                metrics_log.append.remote(metrics)
         saving = step % trainer_cfg["checkpoint_every"] == 0 or step == max_steps
         client_state = {"history": history, "kmeans": kmeans.state_dict() if kmeans is not None else None}
         ray.train.report(metrics, checkpoint=save_checkpoint(engine, step, client_state, redact(config)) if saving else None,
@@ -296,9 +301,7 @@ def _validate(engine, shard, batch_size: int) -> dict:
             labels[name].append(batch[name])
     local = ({name: np.concatenate(parts) for name, parts in rows.items()},
              {name: np.concatenate(parts) for name, parts in labels.items()})
-    gathered = [None] * torch_dist.get_world_size() if torch_dist.is_initialized() else [local]
-    if torch_dist.is_initialized():
-        torch_dist.all_gather_object(gathered, local)
+    gathered = dist.all_gather_objects(local)
     merged_rows = {name: np.concatenate([part[0][name] for part in gathered]) for name in local[0]}
     merged_labels = {name: np.concatenate([part[1][name] for part in gathered]) for name in local[1]}
     return validation_metrics(merged_rows, merged_labels)

@@ -1,4 +1,4 @@
-"""Training-time measurements: step timing, in-batch retrieval, cross-rank means, the run's history."""
+"""Training-time measurements: step timing, in-batch retrieval, the run's history (cross-rank means: mmdist.dist)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ from itertools import combinations
 
 import ray
 import torch
-import torch.distributed as torch_dist
 
 from mmdist.contracts import ModelOutput, clip_vectors
 from mmdist.models.heads import comparison_space
@@ -60,17 +59,6 @@ def _compared_vectors(outputs: ModelOutput, a: str, b: str) -> tuple[torch.Tenso
     if comparison_space((a, b), "fac" in outputs) == "va":
         return outputs["fac"][f"{a}_va"], outputs["fac"][f"{b}_va"]
     return clip_vectors(a, outputs["embeddings"][a]), clip_vectors(b, outputs["embeddings"][b])
-
-
-def mean_across_ranks(metrics: dict) -> dict:
-    """Average scalar metrics over data-parallel ranks so every rank reports the same numbers."""
-    if not (torch_dist.is_available() and torch_dist.is_initialized()) or torch_dist.get_world_size() == 1:
-        return dict(metrics)
-    names = sorted(metrics)
-    values = torch.tensor([float(metrics[name]) for name in names], dtype=torch.float64)
-    torch_dist.all_reduce(values)
-    values /= torch_dist.get_world_size()
-    return dict(zip(names, values.tolist()))
 
 
 @ray.remote(num_cpus=0)

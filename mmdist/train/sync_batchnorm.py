@@ -2,7 +2,7 @@
 
 Every loss here is computed on the global batch (SPEC Sec. 6), so that 2 workers x b clips train
 exactly like 1 worker x 2b clips. Batch norm layers break that unless their statistics come from the
-global batch too. The sums go through `torch.distributed.nn.functional.all_reduce`, whose backward
+global batch too. The sums go through `mmdist.dist.all_reduce_sum_with_grad`, whose backward
 all-reduces the gradients: the same sum-backward convention as the embedding gather, so the gradients
 after DeepSpeed's averaging equal the single-process ones (tests/train/test_sync_batchnorm.py).
 """
@@ -10,8 +10,9 @@ after DeepSpeed's averaging equal the single-process ones (tests/train/test_sync
 from __future__ import annotations
 
 import torch
-import torch.distributed as torch_dist
 from torch import nn
+
+from mmdist import dist
 
 
 class GlobalBatchNorm(nn.modules.batchnorm._BatchNorm):
@@ -22,11 +23,8 @@ class GlobalBatchNorm(nn.modules.batchnorm._BatchNorm):
             raise ValueError(f"expected at least 2D input (got {input.dim()}D input)")
 
     def forward(self, input: torch.Tensor) -> torch.Tensor:
-        distributed = torch_dist.is_available() and torch_dist.is_initialized() and torch_dist.get_world_size() > 1
-        if not (self.training and distributed):
+        if not (self.training and dist.world_size() > 1):
             return super().forward(input)
-        from torch.distributed.nn.functional import all_reduce
-
         channels = input.shape[1]
         reduce_dims = [dim for dim in range(input.dim()) if dim != 1]
         local_count = input.numel() // channels
@@ -37,7 +35,7 @@ class GlobalBatchNorm(nn.modules.batchnorm._BatchNorm):
                 input.new_full((1,), float(local_count)),
             ]
         )
-        stats = all_reduce(stats)  # [2C + 1], summed over ranks
+        stats = dist.all_reduce_sum_with_grad(stats)  # [2C + 1], summed over ranks
         # clamp: a modality absent from the whole global batch normalises nothing, and must not give NaN
         total, total_sq, count = stats[:channels], stats[channels : 2 * channels], stats[-1].clamp_min(1.0)
         mean = total / count

@@ -28,7 +28,7 @@ from ray import tune
 from mmdist.config import ConfigError, check_section
 from mmdist.config_schema.tune import Study
 from mmdist.eval import evaluate
-from mmdist.runtime import init_ray
+from mmdist.ray_setup import init_ray
 from mmdist.train import fit
 
 CLAIM_KINDS = {"above": ("row", "others", "metric"), "at_least": ("row", "metric", "value"),

@@ -3,7 +3,7 @@ the trainer reports, MLflow + TensorBoard logging, a ranked results table and th
 overrides. An interrupted sweep (Ctrl-C, a killed driver, a lost head node with remote storage) resumes
 with `Tuner.restore` when it is started again with the same `run_dir` (or `sweep.storage_path`) and name.
 
-`run_sweep(cfg, train_defaults, group_overrides)` writes into `run_dir`:
+`run_sweep(cfg, train_defaults, group_overrides, compose_evaluate)` writes into `run_dir`:
 `sweep_results.csv` and `sweep_results.md` (one row per trial, best first), `best_overrides.yaml`
 (rerun the best trial with `jobs/train.py`), `tune/<sweep.name>/` (Tune's experiment state and, per
 trial, result.json / progress.csv / TensorBoard events), `mlruns/` (MLflow file store),
@@ -13,10 +13,8 @@ trial, result.json / progress.csv / TensorBoard events), `mlruns/` (MLflow file 
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
+from typing import Callable
 
-import ray
 from omegaconf import DictConfig, OmegaConf
 from ray import tune
 from ray.air.integrations.mlflow import MLflowLoggerCallback
@@ -26,8 +24,8 @@ from ray.tune.search.basic_variant import BasicVariantGenerator
 
 from mmdist.config import ConfigError, check_config, check_section
 from mmdist.config_schema.tune import Sweep
-from mmdist.data.storage import resolve_filesystem
-from mmdist.runtime import init_ray
+from mmdist.data.storage import ray_storage
+from mmdist.ray_setup import init_ray
 from mmdist.tune.overrides import config_overrides, format_value, write_overrides_file
 from mmdist.train.fit import checkpoint_uri
 from mmdist.tune.results import best_row, markdown_table, rank_rows, trial_row, write_csv
@@ -53,18 +51,21 @@ def check_sweep_config(sweep: dict) -> None:
         raise ConfigError(f"sweep.trial_resources must name resources with amounts >= 0, got {sweep['trial_resources']!r}")
 
 
-def run_sweep(cfg: DictConfig, train_defaults: dict, group_overrides: list[str]) -> dict:
+def run_sweep(
+    cfg: DictConfig, train_defaults: dict, group_overrides: list[str], compose_evaluate: Callable[[list[str]], dict] | None = None
+) -> dict:
     """Run (or resume) the sweep `cfg` declares; returns {"rows", "best", "overrides", "restored", ...}.
 
     `train_defaults` is the resolved plain training config for the same config-group choices
     (`group_overrides`, e.g. ["recipe=mc3_vq", "model=tiny"]): the best trial's overrides are its
-    difference from it."""
+    difference from it. `compose_evaluate(overrides)`: the evaluate job's resolved config with those
+    overrides (jobs/sweep.py composes it with Hydra), which `sweep.final_eval.enabled` needs."""
     resolved = check_config(cfg, "sweep")  # every section, before Ray starts (mmdist/config.py)
     sweep = resolved.pop("sweep")
     check_sweep_config(sweep)
     run_dir = os.path.abspath(resolved["run_dir"])
     os.makedirs(run_dir, exist_ok=True)
-    evaluate_job = _check_final_eval(sweep["final_eval"])
+    _check_final_eval(sweep["final_eval"], compose_evaluate, resolved)
     if sweep["metric"].startswith("val_") and not resolved.get("validation", {}).get("path"):
         raise ValueError(
             f"sweep.metric={sweep['metric']} is a held-out metric: set validation.path=<held-out clips> "
@@ -91,7 +92,8 @@ def run_sweep(cfg: DictConfig, train_defaults: dict, group_overrides: list[str])
         tune.with_parameters(train_trial, base_config=base_config, metric=sweep["metric"]),
         dict(sweep["trial_resources"]),
     )
-    storage_path, filesystem = sweep_storage(sweep["storage_path"] or os.path.join(run_dir, "tune"), resolved["storage"])
+    storage_path, filesystem = ray_storage(sweep["storage_path"] or os.path.join(run_dir, "tune"),
+                                          resolved["storage"]["endpoint_url"], retries=resolved["storage"]["retries"])
     experiment_path = f"{storage_path.rstrip('/')}/{sweep['name']}"
     restored = tune.Tuner.can_restore(experiment_path, storage_filesystem=filesystem)
     if restored and not sweep["resume"]:
@@ -119,7 +121,7 @@ def run_sweep(cfg: DictConfig, train_defaults: dict, group_overrides: list[str])
         upload_files(filesystem, run_dir, experiment_path, RESULT_FILES)
     summary.update(restored=restored, experiment_path=experiment_path)
     if sweep["final_eval"]["enabled"]:
-        summary["final_eval"] = final_evaluation(evaluate_job, summary["best"], sweep["final_eval"], resolved, run_dir)
+        summary["final_eval"] = final_evaluation(compose_evaluate, summary["best"], sweep["final_eval"], resolved, run_dir)
     return summary
 
 
@@ -208,32 +210,43 @@ def write_results(result_grid, sweep, resolved, base_config, param_space, train_
     return {"rows": ranked, "best": best, "overrides": overrides, "best_config": best_config}
 
 
-def final_evaluation(evaluate_job: str, best: dict, final_eval: dict, resolved: dict, run_dir: str) -> str:
-    """`jobs/evaluate.py` on the best trial's checkpoint, on the Ray cluster this sweep used (locally:
-    the sweep's own Ray), so evaluation is distributed the same way. Returns the evaluation run_dir."""
+def final_evaluation(compose_evaluate: Callable[[list[str]], dict], best: dict, final_eval: dict, resolved: dict, run_dir: str) -> str:
+    """What `jobs/evaluate.py` does (mmdist.eval.job.run_evaluation), on the best trial's checkpoint, in this
+    process and on the Ray cluster this sweep used, so evaluation is distributed the same way. Returns the
+    evaluation run_dir."""
+    from mmdist.eval.job import check_eval_inputs, run_evaluation  # the report's plotting: not in Tune's trial actors
+
     if not best["checkpoint"]:
         raise RuntimeError(f"best trial {best['trial_id']} saved no checkpoint: nothing to evaluate")
     eval_dir = os.path.join(run_dir, "best_eval")
-    data_path = final_eval["data_path"] or resolved.get("validation", {}).get("path") or resolved["data"]["path"]
-    command = [
-        sys.executable, evaluate_job,
-        f"checkpoint={format_value(best['checkpoint'])}", f"data.path={format_value(data_path)}",
-        f"run_dir={format_value(eval_dir)}", *final_eval["overrides"],
-    ]
-    env = dict(os.environ, RAY_ADDRESS=os.environ.get("RAY_ADDRESS") or ray.get_runtime_context().gcs_address)
-    print(f"[sweep] evaluating the best checkpoint: {' '.join(command)}", flush=True)
-    subprocess.run(command, check=True, env=env)
+    overrides = _evaluate_overrides(best["checkpoint"], final_eval, resolved, eval_dir)
+    print(f"[sweep] evaluating the best checkpoint: jobs/evaluate.py {' '.join(overrides)}", flush=True)
+    config = compose_evaluate(overrides)
+    check_eval_inputs(config)
+    run_evaluation(config)
     return eval_dir
 
 
-def _check_final_eval(final_eval: dict) -> str | None:
-    """Fail before the sweep, not after hours of it, when the evaluation job cannot run."""
+def _evaluate_overrides(checkpoint: str, final_eval: dict, resolved: dict, eval_dir: str) -> list[str]:
+    data_path = final_eval["data_path"] or resolved.get("validation", {}).get("path") or resolved["data"]["path"]
+    return [f"checkpoint={format_value(checkpoint)}", f"data.path={format_value(data_path)}",
+            f"run_dir={format_value(eval_dir)}", *final_eval["overrides"]]
+
+
+def _check_final_eval(final_eval: dict, compose_evaluate: Callable[[list[str]], dict] | None, resolved: dict) -> None:
+    """Fail before the sweep, not after hours of it, when the evaluation cannot run: its overrides compose
+    and its eval and data configs validate."""
     if not final_eval["enabled"]:
-        return None
-    job = os.path.abspath(final_eval["job"])
-    if not os.path.isfile(job):
-        raise FileNotFoundError(f"sweep.final_eval.job: {final_eval['job']!r} does not exist (from {os.getcwd()})")
-    return job
+        return
+    if compose_evaluate is None:
+        raise ValueError("sweep.final_eval.enabled: run_sweep needs compose_evaluate (jobs/sweep.py passes it)")
+    from mmdist.data.pipeline import check_data_config
+    from mmdist.eval.job import check_eval_config
+
+    config = compose_evaluate(_evaluate_overrides("<the best checkpoint>", final_eval, resolved, "<run_dir>/best_eval"))
+    check_config(config, "evaluate")  # every section (mmdist/config.py), then the eval and data values
+    check_eval_config(config["eval"])
+    check_data_config(config["data"])
 
 
 def upload_files(filesystem, local_dir: str, remote_dir: str, names: tuple[str, ...]) -> None:
@@ -241,12 +254,3 @@ def upload_files(filesystem, local_dir: str, remote_dir: str, names: tuple[str, 
         with open(os.path.join(local_dir, name), "rb") as source:
             with filesystem.open_output_stream(f"{remote_dir}/{name}") as target:
                 target.write(source.read())
-
-
-def sweep_storage(url: str, storage_cfg: dict):
-    """(path, filesystem) for Tune: a local folder as an absolute path, s3:// through pyarrow's S3
-    filesystem with the configured endpoint (as the trainer does for checkpoints)."""
-    if "://" in url and not url.startswith("file://"):
-        filesystem, path = resolve_filesystem(url, storage_cfg["endpoint_url"], retries=storage_cfg["retries"])
-        return path, filesystem
-    return os.path.abspath(os.path.expanduser(url.removeprefix("file://"))), None

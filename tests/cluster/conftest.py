@@ -2,7 +2,7 @@
 
 Each cluster is this test's alone: its own ports, its own dashboard (on 127.0.0.1), and
 RAY_API_SERVER_ADDRESS pointing at that dashboard, so that Ray Train V2's placement-group cleaner asks
-this cluster's state API and not another Ray running on the machine (mmdist/runtime.py). Processes a
+this cluster's state API and not another Ray running on the machine (mmdist/ray_setup.py). Processes a
 test starts are stopped by process group or by the Cluster object, never with `ray stop`.
 
 Nodes use Ray's default node address, this machine's own interface: a driver given 127.0.0.1

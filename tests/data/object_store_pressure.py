@@ -24,7 +24,7 @@ import pyarrow.fs as pafs
 import ray
 from omegaconf import OmegaConf
 
-from mmdist.data.pipeline import build_dataset, clip_bytes
+from mmdist.data.pipeline import build_dataset, clip_bytes, new_stats_name
 from mmdist.data.schema import CLIP_SCHEMA
 from mmdist.data.storage import list_shards, read_shard, write_shard
 
@@ -107,7 +107,7 @@ def main(source_dir: str, work_dir: str) -> None:
     ray.data.DataContext.get_current().enable_progress_bars = False
     sampler = MemorySampler()
     start = time.monotonic()
-    dataset = build_dataset(data_cfg, storage_cfg, train=True, seed=0)
+    dataset = build_dataset(data_cfg, storage_cfg, train=True, seed=0, stats_name=new_stats_name())
     seen = 0
     for batch in dataset.iter_torch_batches(batch_size=MICRO_BATCH):
         seen += len(batch["has_video"])

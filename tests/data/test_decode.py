@@ -74,6 +74,19 @@ def test_frame_selection_stops_decoding_after_the_last_target():
     assert pulled == list(range(7))
 
 
+def test_frames_at_holds_the_last_frame_for_hold_s_only():
+    """Ingest's resampling (mmdist.data.media.frames_at with hold_s): 3 frames at 0, 0.1, 0.2 s shown
+    for 0.1 s each, resampled at 20 fps: targets up to 0.25 s exist, none is invented after."""
+    from mmdist.data.media import frames_at
+
+    timed = [(0.0, "a"), (0.1, "b"), (0.2, "c")]
+    targets = [k / 20 for k in range(10)]
+    assert list(frames_at(iter(timed), targets, hold_s=0.1)) == ["a", "a", "b", "b", "c", "c"]
+    assert list(frames_at(iter(timed), targets)) == ["a", "a", "b", "b"] + ["c"] * 6  # no hold: pads every target
+    assert list(frames_at(iter([(0.3, "late")]), [0.0, 0.1], hold_s=0.1)) == ["late", "late"]  # before the first frame
+    assert list(frames_at(iter([]), [0.0])) == []
+
+
 # ---------------------------------------------------------------- video: resize and crop
 
 

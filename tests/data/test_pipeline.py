@@ -26,6 +26,7 @@ from mmdist.data.pipeline import (
     check_data_config,
     decode_drops,
     decode_stats,
+    new_stats_name,
 )
 from mmdist.data.schema import CLIP_SCHEMA, SchemaError
 from mmdist.data.text import tokenize
@@ -77,14 +78,15 @@ def collect(dataset, batch_size: int) -> dict[str, dict]:
 def test_s3_pipeline_equals_direct_decoding_and_counts_drops_exactly(local_ray, data_cfg, corrupted, s3_env):
     corrupted.write_to(f"{s3_env}/clips")
     cfg = check_data_config({**data_cfg, "path": f"{s3_env}/clips"})
-    dataset = build_dataset(cfg, STORAGE, train=False, seed=0, keep_metadata=True)
-    assert decode_stats(dataset.decode_stats_name) == {}  # lazy: nothing decoded before iteration
+    stats_name = new_stats_name()
+    dataset = build_dataset(cfg, STORAGE, train=False, seed=0, stats_name=stats_name, keep_metadata=True)
+    assert decode_stats(stats_name) == {}  # lazy: nothing decoded before iteration
     clips = collect(dataset, batch_size=7)
 
     expected_ids = {row["clip_id"] for row in corrupted.rows} - corrupted.corrupt_ids
     assert set(clips) == expected_ids  # exactly the other 95 %
-    assert decode_stats(dataset.decode_stats_name) == corrupted.reasons
-    dropped = decode_drops(dataset.decode_stats_name)
+    assert decode_stats(stats_name) == corrupted.reasons
+    dropped = decode_drops(stats_name)
     assert {clip_id for _, clip_id in dropped} == corrupted.corrupt_ids
     assert all(shard.endswith(".parquet") and clip_id in message for (shard, clip_id), (_, message) in dropped.items())
 
@@ -103,7 +105,8 @@ def test_s3_pipeline_equals_direct_decoding_and_counts_drops_exactly(local_ray, 
 
 def test_training_batches_are_fixed_shape_tensors(local_ray, data_cfg, corrupted):
     cfg = {**data_cfg, "path": corrupted.dir, "limit": 20, "epochs_per_pass": 1}
-    dataset = build_dataset(cfg, STORAGE, train=True, seed=3)
+    stats_name = new_stats_name()
+    dataset = build_dataset(cfg, STORAGE, train=True, seed=3, stats_name=stats_name)
     shapes = batch_shapes(cfg)
     seen = 0
     for batch in dataset.iter_torch_batches(batch_size=6):  # no string column: torch conversion must work
@@ -111,29 +114,30 @@ def test_training_batches_are_fixed_shape_tensors(local_ray, data_cfg, corrupted
         for name, (dtype, shape) in shapes.items():
             assert tuple(batch[name].shape[1:]) == shape and batch[name].numpy().dtype == dtype, name
         seen += len(batch["video"])
-    dropped = sum(decode_stats(dataset.decode_stats_name).values())
+    dropped = sum(decode_stats(stats_name).values())
     assert seen + dropped == 20  # data.limit applies to records read, before decoding
     assert seen >= 17  # at most the 3 corrupt records can fall in the first 20 read
 
 
 def test_training_pass_reads_each_clip_once_per_epoch_and_counts_drops_once(local_ray, data_cfg, corrupted):
     cfg = {**data_cfg, "path": corrupted.dir, "epochs_per_pass": 3}
-    dataset = build_dataset(cfg, STORAGE, train=True, seed=0, keep_metadata=True)
+    stats_name = new_stats_name()
+    dataset = build_dataset(cfg, STORAGE, train=True, seed=0, stats_name=stats_name, keep_metadata=True)
     seen = collections.Counter()
     for batch in dataset.iter_batches(batch_size=5, batch_format="numpy"):
         seen.update(batch["clip_id"].tolist())
     expected_ids = {row["clip_id"] for row in corrupted.rows} - corrupted.corrupt_ids
     assert set(seen) == expected_ids
     assert set(seen.values()) == {3}
-    assert decode_stats(dataset.decode_stats_name) == corrupted.reasons  # keyed by record: not 3 times
-    evaluation = build_dataset(cfg, STORAGE, train=False, seed=0, keep_metadata=True)
+    assert decode_stats(stats_name) == corrupted.reasons  # keyed by record: not 3 times
+    evaluation = build_dataset(cfg, STORAGE, train=False, seed=0, stats_name=new_stats_name(), keep_metadata=True)
     assert set(collect(evaluation, batch_size=5)) == expected_ids  # evaluation reads one epoch (collect: no repeats)
 
 
 def test_clip_decoder_without_ray(data_cfg, corrupted):
     decoder = ClipDecoder(data_cfg, train=False, seed=0)
     rows = corrupted.rows[:10]  # row 7 is a truncated video, rows 3-5 lack one modality each
-    batch = decoder(pa.Table.from_pylist(rows, schema=CLIP_SCHEMA))
+    batch, _ = decoder.decode_table(pa.Table.from_pylist(rows, schema=CLIP_SCHEMA))
     assert len(batch["video"]) == 9
     np.testing.assert_array_equal(batch["has_video"], [r["video"] is not None for i, r in enumerate(rows) if i != 7])
     assert (batch["video"][3] == 0).all() and (batch["audio"][3] != 0).any()  # row 3: video missing
@@ -142,8 +146,8 @@ def test_clip_decoder_without_ray(data_cfg, corrupted):
 def test_clip_decoder_train_crops_are_random_and_eval_is_not(data_cfg, corrupted):
     row = next(r for r in corrupted.rows if r["video"] is not None)
     table = pa.Table.from_pylist([row] * 6, schema=CLIP_SCHEMA)
-    train = ClipDecoder(data_cfg, train=True, seed=0)(table)["video"]
-    evaluation = ClipDecoder(data_cfg, train=False, seed=0)(table)["video"]
+    train = ClipDecoder(data_cfg, train=True, seed=0).decode_table(table)[0]["video"]
+    evaluation = ClipDecoder(data_cfg, train=False, seed=0).decode_table(table)[0]["video"]
     assert len({clip.tobytes() for clip in train}) > 1
     assert len({clip.tobytes() for clip in evaluation}) == 1
 
@@ -152,7 +156,7 @@ def test_wrong_column_type_is_a_schema_error_naming_it(data_cfg):
     table = pa.table({"clip_id": ["a"], "video": ["not binary"], "audio": pa.array([None], pa.binary()),
                       "text": pa.array([None], pa.list_(pa.string()))})
     with pytest.raises(SchemaError, match="'video'"):
-        ClipDecoder(data_cfg, train=False, seed=0)(table)
+        ClipDecoder(data_cfg, train=False, seed=0).decode_table(table)
 
 
 def test_ledger_counts_each_record_once():
@@ -171,7 +175,7 @@ def test_config_is_checked_before_any_work(data_cfg):
     with pytest.raises(ValueError, match=r"data\.decode\.concurrency"):
         check_data_config({**data_cfg, "decode": {**data_cfg["decode"], "concurrency": 0}})
     with pytest.raises(FileNotFoundError, match="data.path='/nonexistent/folder' does not exist"):
-        build_dataset({**data_cfg, "path": "/nonexistent/folder"}, STORAGE, train=False, seed=0)
+        build_dataset({**data_cfg, "path": "/nonexistent/folder"}, STORAGE, train=False, seed=0, stats_name=new_stats_name())
 
 
 INTERRUPTED_IMPORT = """

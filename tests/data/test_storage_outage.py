@@ -15,7 +15,7 @@ import pytest
 import ray
 from omegaconf import OmegaConf
 
-from mmdist.data.pipeline import build_dataset
+from mmdist.data.pipeline import build_dataset, new_stats_name
 from mmdist.data.schema import CLIP_SCHEMA
 from mmdist.data.storage import list_shards, read_shard, write_shard
 from tests.conftest import CONFIG_DIR, FAKE_CREDENTIALS, REGION
@@ -106,7 +106,7 @@ def small_decode(data_cfg: dict, url: str) -> dict:
 def test_store_down_mid_epoch_every_clip_is_seen_exactly_once(outage_ray, data_cfg, s3_world, proxy, capfd):
     url, ids = s3_world
     dataset = build_dataset(small_decode(data_cfg, url), storage_cfg(proxy.endpoint_url), train=True, seed=0,
-                            keep_metadata=True)
+                            stats_name=new_stats_name(), keep_metadata=True)
     marks = {}
 
     def outage():
@@ -137,7 +137,7 @@ def test_an_outage_longer_than_the_budget_fails_naming_the_shard_and_endpoint(ou
     url, _ = s3_world
     # retries 1, back-off 0.2 s: the budget is well under a second; the store never comes back
     dataset = build_dataset(small_decode(data_cfg, url), storage_cfg(proxy.endpoint_url, retries=1, backoff_s=0.2),
-                            train=True, seed=0, keep_metadata=True)
+                            train=True, seed=0, stats_name=new_stats_name(), keep_metadata=True)
     start = time.monotonic()
     with pytest.raises(Exception) as failure:
         epoch(dataset, proxy.stop)
@@ -152,7 +152,7 @@ def test_an_outage_longer_than_the_budget_fails_naming_the_shard_and_endpoint(ou
 def test_a_hung_store_ends_in_a_time_out_not_a_hang(outage_ray, data_cfg, s3_world, proxy):
     url, _ = s3_world
     cfg = storage_cfg(proxy.endpoint_url, retries=0, connect_timeout_s=1.0, request_timeout_s=2.0)
-    dataset = build_dataset(small_decode(data_cfg, url), cfg, train=True, seed=0, keep_metadata=True)
+    dataset = build_dataset(small_decode(data_cfg, url), cfg, train=True, seed=0, stats_name=new_stats_name(), keep_metadata=True)
     start = time.monotonic()
     with pytest.raises(Exception) as failure:
         epoch(dataset, proxy.stall)  # connections are accepted, requests never answered

@@ -36,8 +36,8 @@ def structured_rows(num_clips: int = 60, seed: int = 0) -> tuple[dict, dict]:
         "codes_audio": np.where(sounding[:, None], action[:, None] + 6, 15).repeat(5, axis=1),
         "codes_text": codes_text,
     }
-    info = {"num_codes": 16, "codebook": rng.normal(size=(16, 4)), "grids": {"video": (2, 2, 2), "audio": (5,), "text": (4,)}}
-    return rows, info
+    model_facts = {"num_codes": 16, "codebook": rng.normal(size=(16, 4)), "grids": {"video": (2, 2, 2), "audio": (5,), "text": (4,)}}
+    return rows, model_facts
 
 
 @pytest.fixture
@@ -48,18 +48,18 @@ def eval_cfg(job_cfg):
 
 
 def test_sections_reflect_the_planted_structure(eval_cfg, tmp_path):
-    rows, info = structured_rows()
-    metrics, artifacts = compute_metrics(rows, eval_cfg, info)
+    rows, model_facts = structured_rows()
+    metrics, artifacts = compute_metrics(rows, eval_cfg, model_facts)
     assert metrics["num_clips"] == 60
     # video and text share the action direction: same-action retrieval is nearly perfect, instance retrieval is not
     assert metrics["retrieval_action"]["video->text"]["R@1"] > 90
     assert metrics["retrieval"]["video->text"]["draws"] == 1
     assert metrics["discovery"]["audio-video"]["roc_auc"] > 0.9  # audio agrees with video only when sounding
     assert metrics["probe"]["text"]["top1"] > 90 and metrics["clustering"]["video"]["nmi"] > 90
-    book = metrics["codebook"]
-    assert book["label_purity_video"] == 100.0  # each video codeword names exactly one action
-    assert book["active_codes"] == 6 + 6 + 1 and book["jointly_used"] == 6  # codes 0-5: video and text
-    assert book["table"][0]["precision"] == 100.0 and book["table"][0]["text_precision"] == 100.0
+    codebook = metrics["codebook"]
+    assert codebook["label_purity_video"] == 100.0  # each video codeword names exactly one action
+    assert codebook["active_codes"] == 6 + 6 + 1 and codebook["jointly_used"] == 6  # codes 0-5: video and text
+    assert codebook["table"][0]["precision"] == 100.0 and codebook["table"][0]["text_precision"] == 100.0
     assert artifacts["heatmap"]["matrices"]["video"].shape == (6, 6)
 
     paths = write_report(json_safe({"checkpoint": "ckpt", "data_path": "data", **metrics}), artifacts, [], str(tmp_path))
@@ -69,11 +69,11 @@ def test_sections_reflect_the_planted_structure(eval_cfg, tmp_path):
 
 
 def test_unlabelled_clips_and_missing_modalities(eval_cfg, tmp_path):
-    rows, info = structured_rows()
+    rows, model_facts = structured_rows()
     for name in ("label_action", "label_sounding"):
         rows[name] = np.array([None] * 60, dtype=object)
     rows["present_audio"][::2] = False
-    metrics, artifacts = compute_metrics(rows, eval_cfg, info)
+    metrics, artifacts = compute_metrics(rows, eval_cfg, model_facts)
     assert metrics["retrieval"]["video->audio"]["num_candidates"] == 30  # clips having both
     assert metrics["retrieval_action"] == {} and metrics["discovery"] == {}
     assert metrics["probe"] == {} and metrics["clustering"] == {}
@@ -86,7 +86,7 @@ def test_fac_rows_compare_vision_and_audio_in_s_va_and_text_in_s_vat(eval_cfg):
     """An MMV FAC model's rows: the action structure lives in S_va (`emb_va_*`), the coarse S_vat
     (`emb_*`) pairs each clip's video with its own narration but knows no action. Each section must
     read the space SPEC 8.6 names for it."""
-    rows, info = structured_rows()
+    rows, model_facts = structured_rows()
     rng = np.random.default_rng(7)
     rows["emb_va_video"], rows["emb_va_audio"] = rows.pop("emb_video"), rows.pop("emb_audio")
     narration = rng.normal(size=(60, 8))

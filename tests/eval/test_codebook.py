@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from mmdist.eval import code_label_counts, codeword_localisation, codeword_table, dominant_modality, label_given_code, usage_summary
-from mmdist.eval.codebook import JOINT, UNUSED, label_purity, perplexity
+from mmdist.eval.codebook import JOINT, UNUSED, label_purity
+from mmdist.vq import perplexity
 
 
 def test_counts_and_conditional_probability():

@@ -32,9 +32,9 @@ def test_trained_model_is_clearly_above_chance(trained_eval):
     assert metrics["retrieval_action"]["text->video"]["R@5"] >= metrics["retrieval"]["text->video"]["R@5"]
     for section in ("probe", "clustering"):
         assert {"video", "audio", "text"} <= set(metrics[section])
-    book = metrics["codebook"]
-    assert book["active_codes"] > 10 and 1 < book["perplexity"] <= book["active_codes"]
-    assert 0.0 <= book["jointly_used_share"] <= 1.0 and book["table"]
+    codebook = metrics["codebook"]
+    assert codebook["active_codes"] > 10 and 1 < codebook["perplexity"] <= codebook["active_codes"]
+    assert 0.0 <= codebook["jointly_used_share"] <= 1.0 and codebook["table"]
 
 
 def test_untrained_model_is_near_chance(untrained_eval, trained_eval):

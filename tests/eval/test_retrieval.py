@@ -8,7 +8,6 @@ import torch
 
 from mmdist.eval import (
     chunked_ranks,
-    chunked_topk,
     full_video_similarity,
     metrics_from_ranks,
     ranks_from_similarity,
@@ -128,15 +127,6 @@ def test_chunked_equals_unchunked(chunk_size):
     groups = rng.integers(0, 6, 64)
     grouped = chunked_ranks(queries, candidates, chunk_size, 8192, groups, groups)
     assert grouped.tolist() == ranks_from_similarity(full, groups[:, None] == groups[None, :]).tolist()
-
-
-def test_chunked_topk_equals_full_topk():
-    rng = np.random.default_rng(2)
-    queries, candidates = torch.tensor(rng.normal(size=(50, 8)), dtype=torch.float32), torch.tensor(rng.normal(size=(80, 8)), dtype=torch.float32)
-    values, indices = chunked_topk(queries, candidates, k=5, chunk_size=7)
-    full = (queries @ candidates.T).topk(5, dim=1)
-    torch.testing.assert_close(values, full.values)
-    assert torch.equal(indices, full.indices)
 
 
 def test_sampled_retrieval_averages_independent_draws():

@@ -7,13 +7,12 @@ import os
 
 import torch
 import torch.distributed as torch_dist
-import torch.multiprocessing as mp
 
 from mmdist.models import build_model
 from mmdist.objectives import recipe_loss, with_code_probs
 from mmdist.train.gather import gather_outputs
 from mmdist.train.sync_batchnorm import convert_to_global_batchnorm
-from tests.conftest import free_port
+from tests.conftest import run_ranks
 from tests.models.conftest import DATA_CFG, make_batch, preset
 
 RECIPE = {
@@ -70,16 +69,7 @@ def test_two_processes_give_the_single_process_loss_and_gradients():
     expected_loss, expected_grads = _step(reference, _batch())
     expected_codebook = reference.codes.quantizer.codebook.detach()
 
-    context = mp.get_context("spawn")
-    queue = context.Queue()
-    port = free_port()
-    processes = [context.Process(target=_worker, args=(rank, 2, port, queue)) for rank in range(2)]
-    for process in processes:
-        process.start()
-    results = [queue.get(timeout=300) for _ in processes]
-    for process in processes:
-        process.join(timeout=60)
-        assert process.exitcode == 0
+    results = run_ranks(_worker, world=2, timeout_s=300)
     # a term computed from local rows (the commitment) differs per rank; the ranks' mean is the global loss
     mean_loss = sum(loss for _, loss, _, _ in results) / len(results)
     assert abs(mean_loss - expected_loss) < 1e-6 * abs(expected_loss)

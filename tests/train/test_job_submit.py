@@ -3,7 +3,7 @@
 What a user does (README "Running on a cluster"): start a head, then
 `RAY_AUTH_MODE=token ray job submit --working-dir . -- python jobs/train.py ...`. The job's console
 (what `ray job submit` streams back) is one `[train]` line per report, without the noise Ray, Ray Data
-and DeepSpeed printed before mmdist.runtime quieted them; the run directory gets TensorBoard events
+and DeepSpeed printed before mmdist.ray_setup quieted them; the run directory gets TensorBoard events
 and an MLflow run holding the same loss curve as metrics.json.
 """
 

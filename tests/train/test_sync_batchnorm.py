@@ -5,11 +5,10 @@ import os
 
 import torch
 import torch.distributed as torch_dist
-import torch.multiprocessing as mp
 from torch import nn
 
 from mmdist.train.sync_batchnorm import GlobalBatchNorm, convert_to_global_batchnorm
-from tests.conftest import free_port
+from tests.conftest import run_ranks
 
 
 
@@ -50,16 +49,7 @@ def test_global_batchnorm_matches_single_process_on_concatenated_batch():
     loss.backward()
     expected = {name: param.grad for name, param in reference.named_parameters()}
 
-    context = mp.get_context("spawn")
-    queue = context.Queue()
-    port = free_port()
-    processes = [context.Process(target=_worker, args=(rank, 2, port, queue)) for rank in range(2)]
-    for process in processes:
-        process.start()
-    results = [queue.get(timeout=120) for _ in processes]
-    for process in processes:
-        process.join(timeout=60)
-        assert process.exitcode == 0
+    results = run_ranks(_worker, world=2, timeout_s=120)
     for _, grads, running_mean, running_var in results:
         # each rank's loss is its share of the global loss, so the gradient summed over ranks
         # (W x the average each rank holds) must be the single-process gradient

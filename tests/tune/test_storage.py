@@ -1,16 +1,18 @@
-"""Sweep storage on S3 (a real moto S3 server): Tune's storage path and filesystem, and the result
-files copied next to the experiment so that they outlive the head node."""
+"""Sweep storage on S3 (a real moto S3 server): Tune's storage path and filesystem (mmdist.data.storage.ray_storage,
+which the trainer's checkpoints use too), and the result files copied next to the experiment so that they outlive
+the head node."""
 
 from __future__ import annotations
 
 import boto3
 
-from mmdist.tune.sweep import RESULT_FILES, sweep_storage, upload_files
+from mmdist.data.storage import is_remote, ray_storage
+from mmdist.tune.sweep import RESULT_FILES, upload_files
 
 
 def test_results_are_copied_next_to_an_s3_experiment(s3_env, tmp_path):
     bucket = s3_env.removeprefix("s3://")
-    path, filesystem = sweep_storage(f"{s3_env}/sweeps", {"endpoint_url": None, "retries": 1})
+    path, filesystem = ray_storage(f"{s3_env}/sweeps", None, retries=1)
     assert path == f"{bucket}/sweeps" and filesystem is not None and filesystem.type_name == "s3"
     for name in RESULT_FILES:
         (tmp_path / name).write_text(f"content of {name}\n")
@@ -23,5 +25,10 @@ def test_results_are_copied_next_to_an_s3_experiment(s3_env, tmp_path):
 
 def test_local_storage_is_an_absolute_path_without_filesystem(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    assert sweep_storage("runs/tune", {"endpoint_url": None, "retries": 1}) == (str(tmp_path / "runs" / "tune"), None)
-    assert sweep_storage(f"file://{tmp_path}/t", {"endpoint_url": None, "retries": 1}) == (f"{tmp_path}/t", None)
+    assert ray_storage("runs/tune", None, retries=1) == (str(tmp_path / "runs" / "tune"), None)
+    assert ray_storage(f"file://{tmp_path}/t", None, retries=1) == (f"{tmp_path}/t", None)
+
+
+def test_is_remote():
+    assert [is_remote(url) for url in ("s3://b/x", "gs://b", "file:///tmp/x", "/tmp/x", "runs/x")] == [
+        True, True, False, False, False]

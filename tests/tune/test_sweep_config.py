@@ -88,6 +88,10 @@ def test_run_sweep_fails_before_starting_ray_on_bad_input(tmp_path, monkeypatch)
         run_sweep(compose_sweep(f"run_dir={tmp_path}/a", "+sweep.space.recipe.nope={choice:[1]}", "sweep=smoke"), {}, [])
     with pytest.raises(ValueError, match="set validation.path"):
         run_sweep(compose_sweep(f"run_dir={tmp_path}/c"), {}, [])  # default metric val_mean_r5, no held-out data
-    with pytest.raises(FileNotFoundError, match="sweep.final_eval.job"):
-        run_sweep(compose_sweep(f"run_dir={tmp_path}/b", "sweep=smoke", "sweep.final_eval.enabled=true", "sweep.final_eval.job=jobs/nope.py"), {}, [])
+    def compose_evaluate(overrides):
+        return load_job_cfg("evaluate", tuple(overrides))
+
+    with pytest.raises((KeyError, ValueError), match="eval.nope"):  # the final evaluation's config, checked before the sweep
+        run_sweep(compose_sweep(f"run_dir={tmp_path}/b", "sweep=smoke", "sweep.final_eval.enabled=true",
+                                "sweep.final_eval.overrides=['+eval.nope=1']"), {}, [], compose_evaluate)
     assert Path(tmp_path / "a").is_dir()  # the run_dir exists; nothing else happened

@@ -1,7 +1,7 @@
 """`python jobs/sweep.py` end to end on a local Ray: 2 trials of the tiny model, killed mid-way
 (SIGKILL to the whole process group, as a lost driver) and started again, which must resume the same
 trials (Tuner.restore, each trial from its own training checkpoint), write the results table and the
-best trial's overrides, and evaluate the best checkpoint with jobs/evaluate.py.
+best trial's overrides, and evaluate the best checkpoint as jobs/evaluate.py does (in the sweep's driver).
 
 Compared against: Tune's own per-trial JSON logs, the config the trainer stored in each trial's
 checkpoint, the search space of configs/sweep/smoke.yaml, and Hydra composing `train` with the
@@ -38,7 +38,7 @@ def sweep_command(data_path: str, run_dir: Path) -> list[str]:
         sys.executable, "jobs/sweep.py", "sweep=smoke", "sweep.num_samples=2", f"trainer.max_steps={MAX_STEPS}",
         f"data.path={data_path}", f"run_dir={run_dir}",
         "data.batch_size=8", "trainer.report_every=1", "trainer.checkpoint_every=1", "trainer.warmup_steps=1",
-        # at the end, jobs/evaluate.py on the best checkpoint, on the sweep's own Ray (no report: quicker)
+        # at the end, jobs/evaluate.py's work on the best checkpoint, on the sweep's own Ray (no report: quicker)
         "sweep.final_eval.enabled=true", "sweep.final_eval.overrides=['eval.report.enabled=false','eval.extract.actors=1']",
     ]
 

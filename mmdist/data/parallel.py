@@ -22,8 +22,8 @@ def map_tasks(
     each with the job config's `tasks.num_cpus` and `tasks.max_retries`. `on_done(index)` is called as
     each job finishes (a progress bar).
 
-    Ray is started with `ray.init()` when no Ray instance is connected yet, which joins the
-    cluster named by RAY_ADDRESS or starts a local one.
+    Ray is started with `mmdist.ray_setup.connect_ray` when no Ray instance is connected yet, which joins
+    the cluster named by RAY_ADDRESS or starts a local one.
     """
     if workers < 0:
         raise ValueError(f"workers must be >= 0, got {workers}")
@@ -36,8 +36,9 @@ def map_tasks(
         return results
     import ray
 
-    if not ray.is_initialized():
-        ray.init()
+    from mmdist.ray_setup import connect_ray
+
+    connect_ray()
     remote = ray.remote(num_cpus=tasks_cfg["num_cpus"], max_retries=tasks_cfg["max_retries"])(function)
     results: dict[int, T] = {}
     pending: dict = {}

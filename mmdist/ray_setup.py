@@ -15,8 +15,6 @@ import logging
 import os
 import socket
 
-import ray
-
 QUIET_LEVEL = logging.WARNING
 # Environment of every worker process of a quiet job (set in the driver too; a value the user set wins).
 QUIET_ENV = {
@@ -40,6 +38,8 @@ def init_ray(ray_cfg: dict, verbose: bool = False) -> None:
     "the" cluster through the state API, and with a second Ray on the machine (a `ray start`
     cluster) it would ask the wrong one, find no controller and remove our workers' placement group.
     """
+    import ray  # imported here: `free_port` serves processes without Ray (the GPU benchmark, the tests' moto server)
+
     if ray.is_initialized():
         return
     address = ray_cfg["address"] or os.environ.get("RAY_ADDRESS")
@@ -53,7 +53,7 @@ def init_ray(ray_cfg: dict, verbose: bool = False) -> None:
     if address:
         ray.init(address=address, runtime_env=runtime_env or None, logging_level=level)
         return
-    port = _free_port()
+    port = free_port()
     env_vars = {**runtime_env.pop("env_vars", {}), "RAY_API_SERVER_ADDRESS": f"http://127.0.0.1:{port}"}
     ray.init(
         address="local",  # never attach to a `ray start` cluster that happens to run on this machine
@@ -66,6 +66,16 @@ def init_ray(ray_cfg: dict, verbose: bool = False) -> None:
     )
 
 
+def connect_ray() -> None:
+    """`ray.init()` with Ray's own defaults unless this process is connected already: the cluster named
+    by RAY_ADDRESS, else a local Ray. For library calls that fan work out as Ray tasks without a job's
+    `ray` config (mmdist.data.parallel.map_tasks: the synthetic world, ingest)."""
+    import ray
+
+    if not ray.is_initialized():
+        ray.init()
+
+
 def quiet_runtime_env(local: bool) -> dict:
     """The job's runtime_env of a quiet run: `QUIET_ENV` and `quiet_worker` as every worker's setup hook.
 
@@ -76,7 +86,7 @@ def quiet_runtime_env(local: bool) -> dict:
         # what DeepSpeed detects anyway on a machine without a GPU, said explicitly: no
         # "Setting accelerator to CPU ... unable to detect it" warning from every worker
         env_vars["DS_ACCELERATOR"] = "cpu"
-    return {"env_vars": env_vars, "worker_process_setup_hook": "mmdist.runtime.quiet_worker"}
+    return {"env_vars": env_vars, "worker_process_setup_hook": "mmdist.ray_setup.quiet_worker"}
 
 
 def quiet_driver(local: bool) -> None:
@@ -106,6 +116,8 @@ def quiet_worker() -> None:
     - torch's cpp_extension warns at import, on a machine with a CUDA toolkit but no GPU, that it found
       no CUDA runtime: DeepSpeed imports it to build its CPU ops.
     """
+    import ray
+
     train_context = os.path.join(os.path.dirname(ray.__file__), "train", "v2", "_internal", "execution", "context.py")
     logging.getLogger(train_context).setLevel(QUIET_LEVEL)
     logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
@@ -140,7 +152,8 @@ def _has_cuda() -> bool:
     return torch.cuda.is_available()
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A TCP port of 127.0.0.1 that is free now (the local Ray's dashboard, moto servers, process groups)."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
