@@ -93,6 +93,12 @@ def train_loop_per_worker(config: dict, metrics_log=None, decode_stats_name: str
     validation_every = config["validation"]["every"] if config["validation"]["path"] else 0
     skips = NonFiniteSkips(trainer_cfg["nonfinite"], trainer_cfg["max_consecutive_skips"])
     upload = checkpoint_uploader(parse_fault(trainer_cfg["fault_injection"]))
+    if history and step >= max_steps:
+        # Resumed from a finished run's last checkpoint that Ray never registered (its report was lost
+        # when the run was killed): report it once more, so that Ray Train and Tune see the finished run.
+        client_state = {"history": history, "kmeans": kmeans.state_dict() if kmeans is not None else None}
+        ray.train.report(history[-1], checkpoint=save_checkpoint(engine, step, client_state, redact(config)),
+                         checkpoint_upload_fn=upload, delete_local_checkpoint_after_upload=True)
     while step < max_steps:
         micro = 0
         while micro < trainer_cfg["grad_accum_steps"]:

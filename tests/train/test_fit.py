@@ -82,6 +82,12 @@ def test_restart_resumes_from_checkpointed_step(ray_session, synthetic_dir, tmp_
     # timing figures differ between any two executions: equality proves steps 1-4 were restored, not re-run
     assert second["history"][:4] == first["history"]
     assert second["checkpoint"] != first["checkpoint"]
+    # started again when already finished (as a killed sweep's trial is): nothing to train, but the run
+    # still reports its final metrics and a checkpoint, which Ray Train and Tune read
+    third = fit(train_cfg(synthetic_dir, tmp_path, "trainer.max_steps=6", "trainer.checkpoint_every=2"))
+    assert third["history"] == second["history"] and third["final"]["step"] == 6
+    assert third["checkpoint"] != second["checkpoint"]  # reported anew (Tune's result of the trial)
+    assert load_run_config(third["checkpoint"])["trainer"]["max_steps"] == 6
 
 
 def test_worker_killed_with_sigkill_is_restarted_and_run_finishes(ray_session, synthetic_dir, tmp_path):
