@@ -14,6 +14,8 @@ from mmdist.train.fit import fit
 
 @hydra.main(config_path="../configs", config_name="demo", version_base="1.3")
 def main(cfg: DictConfig) -> None:
+    # resolved once: run_dir's ${now:...} would give another second when read again later
+    cfg = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
     run_dir = os.path.abspath(cfg.run_dir)
     check_config(cfg, "demo")  # every section, before anything runs (mmdist/config.py)
     world = cfg.world
