@@ -93,12 +93,17 @@ def train_loop_per_worker(config: dict, metrics_log=None, decode_stats_name: str
     validation_every = config["validation"]["every"] if config["validation"]["path"] else 0
     skips = NonFiniteSkips(trainer_cfg["nonfinite"], trainer_cfg["max_consecutive_skips"])
     upload = checkpoint_uploader(parse_fault(trainer_cfg["fault_injection"]))
+
+    def report(metrics: dict, saving: bool) -> None:
+        """One `ray.train.report`, with a checkpoint of this step when `saving`."""
+        client_state = {"history": history, "kmeans": kmeans.state_dict() if kmeans is not None else None}
+        checkpoint = save_checkpoint(engine, step, client_state, redact(config)) if saving else None
+        ray.train.report(metrics, checkpoint=checkpoint, checkpoint_upload_fn=upload, delete_local_checkpoint_after_upload=True)
+
     if history and step >= max_steps:
         # Resumed from a finished run's last checkpoint that Ray never registered (its report was lost
         # when the run was killed): report it once more, so that Ray Train and Tune see the finished run.
-        client_state = {"history": history, "kmeans": kmeans.state_dict() if kmeans is not None else None}
-        ray.train.report(history[-1], checkpoint=save_checkpoint(engine, step, client_state, redact(config)),
-                         checkpoint_upload_fn=upload, delete_local_checkpoint_after_upload=True)
+        report(history[-1], saving=True)
     while step < max_steps:
         micro = 0
         while micro < trainer_cfg["grad_accum_steps"]:
@@ -143,10 +148,7 @@ def train_loop_per_worker(config: dict, metrics_log=None, decode_stats_name: str
             say(_progress_line(metrics, max_steps))
             if metrics_log is not None:
                 metrics_log.append.remote(metrics)
-        saving = step % trainer_cfg["checkpoint_every"] == 0 or step == max_steps
-        client_state = {"history": history, "kmeans": kmeans.state_dict() if kmeans is not None else None}
-        ray.train.report(metrics, checkpoint=save_checkpoint(engine, step, client_state, redact(config)) if saving else None,
-                         checkpoint_upload_fn=upload, delete_local_checkpoint_after_upload=True)
+        report(metrics, saving=step % trainer_cfg["checkpoint_every"] == 0 or step == max_steps)
         sums = defaultdict(float)
 
 
